@@ -1,0 +1,222 @@
+//! Command-line interface: `run` a dataflow, `generate` synthetic events.
+//!
+//! Contract: every option is validated before any worker starts; a bad value fails with a
+//! message naming the option.
+
+use crate::generate::{self, GenOptions};
+use crate::pipeline::{self, Cluster, RunOptions};
+use crate::spec::Spec;
+use crate::time::parse_duration_ms;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "streamstats",
+    version,
+    about = "Event-time stream analytics on timely dataflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a dataflow over a file, stdin, or (without --input) the built-in live generator.
+    Run(RunArgs),
+    /// Write deterministic synthetic events as JSONL.
+    Generate(GenerateArgs),
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Dataflow file, e.g. dataflows/sps.toml.
+    dataflow: PathBuf,
+    /// Input: a JSONL file, FILE.gz, or - for stdin. Without it: the built-in live generator.
+    #[arg(long)]
+    input: Option<String>,
+    /// Result rows as JSONL: a file or - (stdout). With several processes each writes FILE.pN.EXT.
+    #[arg(long, default_value = "-")]
+    output: String,
+    /// Dead-letter records (late, malformed, future) as JSONL: a file, - or stderr.
+    #[arg(long, default_value = "stderr")]
+    dead_letter: String,
+    /// Overrides the dataflow's time.max_out_of_orderness, e.g. 5s.
+    #[arg(long)]
+    max_out_of_orderness: Option<String>,
+    /// File partition size (e.g. 64MiB); fixes which records are late, whatever the worker count.
+    #[arg(long, default_value = "64MiB")]
+    chunk_size: String,
+    /// Worker threads per process.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index, 0..n.
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+    /// File with one host:port per line, one line per process (as in timely).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// Live generator: events per second (all workers together).
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Live generator: stop after this many events per worker.
+    #[arg(long)]
+    max_records: Option<u64>,
+}
+
+#[derive(Parser)]
+struct GenerateArgs {
+    /// Kind of events: sps.
+    kind: String,
+    #[arg(long)]
+    events: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file or - for stdout.
+    #[arg(long, default_value = "-")]
+    out: String,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Event time of the first event, epoch ms.
+    #[arg(long, default_value_t = 1_515_445_354_000)]
+    start_ms: u64,
+    /// Move each event back by up to this many ms (stay within the dataflow's bound to be counted).
+    #[arg(long, default_value_t = 2000)]
+    disorder_ms: u64,
+    /// The dataflow's bound; late events are moved back by more than bound + disorder.
+    #[arg(long, default_value = "5s")]
+    bound: String,
+    #[arg(long, default_value_t = 0.0)]
+    late_fraction: f64,
+    #[arg(long, default_value_t = 0.0)]
+    malformed_fraction: f64,
+    #[arg(long, default_value_t = 0.0)]
+    bitflip_fraction: f64,
+}
+
+pub fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Generate(args) => {
+            for (name, value) in [
+                ("--late-fraction", args.late_fraction),
+                ("--malformed-fraction", args.malformed_fraction),
+                ("--bitflip-fraction", args.bitflip_fraction),
+            ] {
+                if !(0.0..=1.0).contains(&value) {
+                    bail!("{name}: must be between 0 and 1, got {value}");
+                }
+            }
+            let options = GenOptions {
+                seed: args.seed,
+                rate: args.rate.max(1),
+                start_ms: args.start_ms,
+                disorder_ms: args.disorder_ms,
+                bound_ms: parse_duration_ms(&args.bound).context("--bound")?,
+                late_fraction: args.late_fraction,
+                malformed_fraction: args.malformed_fraction,
+                bitflip_fraction: args.bitflip_fraction,
+            };
+            generate::write_file(&args.kind, args.events, options, &args.out)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut spec = Spec::load(&args.dataflow)?;
+    if let Some(bound) = &args.max_out_of_orderness {
+        spec.time.max_out_of_orderness_ms =
+            parse_duration_ms(bound).context("--max-out-of-orderness")?;
+    }
+    if args.workers == 0 {
+        bail!("-w/--workers: must be at least 1");
+    }
+    let cluster = cluster(&args)?;
+    if let Some(input) = &args.input {
+        if input != "-" && !std::path::Path::new(input).is_file() {
+            bail!("--input: {input} is not a readable file");
+        }
+    }
+    let options = RunOptions {
+        input: args.input,
+        output: args.output,
+        dead_letter: args.dead_letter,
+        chunk_size: parse_bytes(&args.chunk_size).context("--chunk-size")?,
+        rate: args.rate,
+        max_records: args.max_records,
+    };
+    pipeline::run(spec, options, cluster)
+}
+
+fn cluster(args: &RunArgs) -> Result<Cluster> {
+    if args.processes == 0 {
+        bail!("-n/--processes: must be at least 1");
+    }
+    if args.process >= args.processes {
+        bail!(
+            "-p/--process: {} is not below -n {}",
+            args.process,
+            args.processes
+        );
+    }
+    let addresses = match (&args.hostfile, args.processes) {
+        (None, 1) => Vec::new(),
+        (None, _) => bail!("--hostfile: required with -n > 1"),
+        (Some(path), n) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--hostfile: cannot read {}", path.display()))?;
+            let hosts: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect();
+            if hosts.len() < n {
+                bail!(
+                    "--hostfile: {} lists {} hosts, -n is {n}",
+                    path.display(),
+                    hosts.len()
+                );
+            }
+            hosts.into_iter().take(n).collect()
+        }
+    };
+    Ok(Cluster {
+        workers: args.workers,
+        processes: args.processes,
+        process: args.process,
+        addresses,
+    })
+}
+
+/// Parses `4096`, `64KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .with_context(|| format!("`{text}` is not a size"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "k" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        other => bail!("`{text}`: unknown size unit `{other}`"),
+    };
+    match value.checked_mul(factor) {
+        Some(0) | None => bail!("`{text}` must be between 1 byte and 2^64"),
+        Some(bytes) => Ok(bytes),
+    }
+}

@@ -1,0 +1,147 @@
+//! Assembles and runs the timely dataflow for one job.
+//!
+//! Contract: `run` starts `workers` threads in this process (and joins the other processes of a
+//! cluster), builds source -> prepare -> exchange -> window -> output on every worker, waits for
+//! the dataflow to complete (bounded input) or runs until stopped (live input), then flushes the
+//! outputs and prints the summary on stderr.
+
+use crate::generate::{self, GenOptions, Generator};
+use crate::metrics::Metrics;
+use crate::operators::prepare::Preparer;
+use crate::operators::window::window_aggregate;
+use crate::sinks::dead_letter::DeadLetters;
+use crate::sinks::{open_sink, LineWriter};
+use crate::sources::{self, file, generator::LivePartition, Partition};
+use crate::spec::Spec;
+use anyhow::{anyhow, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
+use timely::CommunicationConfig;
+
+/// Where the workers run.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// Worker threads per process.
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+    /// `host:port` of every process (empty for a single process).
+    pub addresses: Vec<String>,
+}
+
+/// Input and output of a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub input: Option<String>,
+    pub output: String,
+    pub dead_letter: String,
+    pub chunk_size: u64,
+    pub rate: u64,
+    pub max_records: Option<u64>,
+}
+
+pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
+    let spec = Arc::new(spec);
+    let metrics = Metrics::new(cluster.workers);
+    let output = open_sink(&options.output, &spec, cluster.process, cluster.processes)?;
+    let dead_letter = LineWriter::open(&options.dead_letter, cluster.process, cluster.processes)?;
+    if options.input.is_none() {
+        generate::shape_for(&spec.name)?; // fail at start-up, not in a worker
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = metrics.spawn_reporter(Arc::clone(&done));
+    let started = Instant::now();
+
+    let communication = if cluster.processes > 1 {
+        CommunicationConfig::Cluster {
+            threads: cluster.workers,
+            process: cluster.process,
+            addresses: cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        }
+    } else {
+        CommunicationConfig::Process(cluster.workers)
+    };
+    let config = timely::Config {
+        communication,
+        worker: Default::default(),
+    };
+
+    let (worker_metrics, worker_output) = (Arc::clone(&metrics), Arc::clone(&output));
+    let guards = timely::execute(config, move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let local = index % cluster.workers;
+        let partitions = partitions_for(&spec, &options, index, peers);
+        let dead = DeadLetters::new(dead_letter.clone(), Arc::clone(&worker_metrics));
+        let preparer = Preparer::new(Arc::clone(&spec), dead, Arc::clone(&worker_metrics));
+        let (spec, metrics, output) = (
+            Arc::clone(&spec),
+            Arc::clone(&worker_metrics),
+            Arc::clone(&worker_output),
+        );
+        worker.dataflow::<u64, _, _>(move |scope| {
+            let partials = sources::partitioned_source(
+                scope,
+                partitions,
+                preparer,
+                Arc::clone(&metrics),
+                local,
+            );
+            window_aggregate(partials, spec).sink(Pipeline, "Output", move |(input, _frontier)| {
+                let mut rows = Vec::new();
+                input.for_each(|_time, data| rows.append(data));
+                if let Err(e) = output.write_rows(&rows) {
+                    crate::fatal(&format!("cannot write results: {e:#}"));
+                }
+                Metrics::add(&metrics.rows, rows.len() as u64);
+            });
+        });
+    })
+    .map_err(|e| anyhow!("cannot start workers: {e}"))?;
+    for result in guards.join() {
+        result.map_err(|e| anyhow!("worker failed: {e}"))?;
+    }
+    output.flush()?;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = reporter.join();
+    eprintln!("{}", metrics.summary(started.elapsed()));
+    Ok(())
+}
+
+/// The partitions worker `index` of `peers` reads.
+fn partitions_for(
+    spec: &Spec,
+    options: &RunOptions,
+    index: usize,
+    peers: usize,
+) -> Vec<Box<dyn Partition>> {
+    match &options.input {
+        Some(path) => file::partitions(path, options.chunk_size, index, peers)
+            .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+        None => {
+            let shape =
+                generate::shape_for(&spec.name).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
+            let gen_options = GenOptions {
+                seed: index as u64 + 1,
+                rate: options.rate.max(1),
+                start_ms: 0,
+                disorder_ms: spec.time.max_out_of_orderness_ms / 2,
+                bound_ms: spec.time.max_out_of_orderness_ms,
+                late_fraction: 0.002,
+                malformed_fraction: 0.002,
+                bitflip_fraction: 0.0005,
+            };
+            let per_worker_rate = options.rate.max(1) as f64 / peers as f64;
+            vec![Box::new(LivePartition::new(
+                index,
+                Generator::new(shape, gen_options),
+                per_worker_rate,
+                options.max_records,
+            ))]
+        }
+    }
+}

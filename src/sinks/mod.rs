@@ -1,0 +1,141 @@
+//! Sinks: where result rows and dead-letter records go.
+//!
+//! Contract: `open_sink` turns an `--output` target into a `RowSink` shared by the worker threads
+//! of one process; each worker hands it whole batches of rows, so lines never interleave. With
+//! several processes every process writes its own file (`out.jsonl` becomes `out.p0.jsonl`,
+//! `out.p1.jsonl`, …). A sink that cannot write returns an error; the run then stops loudly.
+
+pub mod dead_letter;
+
+use crate::spec::Spec;
+
+/// One result row: `key` identifies (window, group key) uniquely and deterministically (a Kafka
+/// message key, a primary key); `json` is the row as one JSON object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ResultRow {
+    pub key: String,
+    pub json: String,
+}
+
+/// Where result rows go. Shared by the workers of a process.
+pub trait RowSink: Send + Sync {
+    fn write_rows(&self, rows: &[ResultRow]) -> Result<()>;
+    fn flush(&self) -> Result<()>;
+}
+
+/// Opens an `--output` target: `-` (stdout) or a file path.
+pub fn open_sink(
+    target: &str,
+    _spec: &Spec,
+    process: usize,
+    processes: usize,
+) -> Result<std::sync::Arc<dyn RowSink>> {
+    Ok(std::sync::Arc::new(LineWriter::open(
+        target, process, processes,
+    )?))
+}
+
+impl RowSink for LineWriter {
+    fn write_rows(&self, rows: &[ResultRow]) -> Result<()> {
+        let mut text = String::with_capacity(rows.iter().map(|r| r.json.len() + 1).sum());
+        for row in rows {
+            text.push_str(&row.json);
+            text.push('\n');
+        }
+        Ok(self.write_batch(&text)?)
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(LineWriter::flush(self)?)
+    }
+}
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A process-wide, thread-safe writer of newline-terminated lines.
+#[derive(Clone)]
+pub struct LineWriter {
+    inner: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl LineWriter {
+    /// Opens `-` (stdout), `stderr`, or a file; with `processes > 1` the file name gets `.p{index}`.
+    pub fn open(target: &str, process: usize, processes: usize) -> Result<Self> {
+        let sink: Box<dyn Write + Send> = match target {
+            "-" => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
+            "stderr" => Box::new(std::io::stderr()),
+            path => {
+                let path = per_process_path(Path::new(path), process, processes);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                let file = File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                Box::new(BufWriter::with_capacity(1 << 20, file))
+            }
+        };
+        Ok(LineWriter {
+            inner: Arc::new(Mutex::new(sink)),
+        })
+    }
+
+    /// Writes a batch of complete lines at once.
+    pub fn write_batch(&self, text: &str) -> std::io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut sink = self.inner.lock().expect("writer lock poisoned");
+        sink.write_all(text.as_bytes())?;
+        // Live runs print rows as windows close, so flush small batches; big replays stay buffered.
+        if text.len() < 1 << 16 {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.inner.lock().expect("writer lock poisoned").flush()
+    }
+}
+
+/// `out.jsonl` -> `out.p1.jsonl` when there are several processes.
+pub fn per_process_path(path: &Path, process: usize, processes: usize) -> PathBuf {
+    if processes <= 1 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.p{process}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.p{process}"),
+    };
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_process_names_start_with_the_given_name() {
+        assert_eq!(
+            per_process_path(Path::new("d/out.jsonl"), 1, 2),
+            PathBuf::from("d/out.p1.jsonl")
+        );
+        assert_eq!(
+            per_process_path(Path::new("out"), 0, 2),
+            PathBuf::from("out.p0")
+        );
+        assert_eq!(
+            per_process_path(Path::new("out.jsonl"), 0, 1),
+            PathBuf::from("out.jsonl")
+        );
+    }
+}

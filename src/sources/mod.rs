@@ -1,0 +1,162 @@
+//! Sources: partitions of input records and the timely source operator that reads them.
+//!
+//! Contract of the source operator (`partitioned_source`):
+//! - It holds one capability at the minimum watermark over its unfinished partitions, and sends
+//!   every partial aggregate at that capability, before downgrading it. Records released as on
+//!   time have `ts >= watermark`, so no partial can land in a window the frontier has passed.
+//! - A partition that has not started yet holds the watermark at its read-ahead reference (the
+//!   minimum of its first event times) minus the bound, so unread partitions do not pin the
+//!   frontier at zero and windows close while a large file is being read.
+//! - When every partition has ended, the capability is dropped: all windows close.
+//! - It yields after a bounded amount of work, so downstream operators run during the read.
+
+pub mod file;
+pub mod generator;
+
+use crate::metrics::Metrics;
+use crate::operators::prepare::{Partial, PartitionState, Preparer};
+use std::time::Duration;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+
+/// What a partition did when asked for records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Delivered records; ask again soon.
+    Data,
+    /// Nothing available right now (live input); ask again after a short pause.
+    Idle,
+    /// No more records, ever.
+    End,
+}
+
+/// One ordered stream of records: a file chunk, a Kafka partition, a generator.
+pub trait Partition {
+    /// Stable name used in dead-letter records, e.g. `events.jsonl#3`.
+    fn name(&self) -> String;
+
+    /// Reads ahead without consuming: calls `each(line)` for the first records, until it returns
+    /// false or `max_bytes` were read. Only replayable inputs can do this.
+    fn peek(
+        &mut self,
+        _max_bytes: usize,
+        _each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Delivers up to about `max_bytes` of records as `(offset, line)` without the newline.
+    fn read(
+        &mut self,
+        max_bytes: usize,
+        each: &mut dyn FnMut(u64, &[u8]),
+    ) -> std::io::Result<ReadStatus>;
+}
+
+/// How many leading event times of a partition its reference is the minimum of.
+const REFERENCE_RECORDS: usize = 8;
+/// How far a partition reads ahead to find them.
+const REFERENCE_BYTES: usize = 1 << 20;
+/// Work per activation before yielding to other operators.
+const BYTES_PER_ACTIVATION: usize = 4 << 20;
+
+struct Slot {
+    partition: Box<dyn Partition>,
+    state: PartitionState,
+    finished: bool,
+}
+
+/// Builds the source operator over this worker's `partitions`.
+pub fn partitioned_source<'scope>(
+    scope: Scope<'scope, u64>,
+    partitions: Vec<Box<dyn Partition>>,
+    mut preparer: Preparer,
+    metrics: std::sync::Arc<Metrics>,
+    local_worker: usize,
+) -> Stream<'scope, u64, Vec<Partial>> {
+    source(scope, "Source", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut capability = Some(capability);
+        let mut slots: Vec<Slot> = Vec::new();
+        for mut partition in partitions {
+            let reference = read_reference(&mut *partition, &preparer);
+            let state = PartitionState::new(partition.name(), reference, preparer.spec());
+            slots.push(Slot {
+                partition,
+                state,
+                finished: false,
+            });
+        }
+        let mut partials = Vec::new();
+        move |output| {
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            let mut budget = BYTES_PER_ACTIVATION;
+            let mut any_idle = false;
+            // Partitions are read in order, so a file's chunks are read one after another like one
+            // stream; a live partition with nothing to read lets the next one have its turn.
+            for slot in slots.iter_mut().filter(|s| !s.finished) {
+                if budget == 0 {
+                    break;
+                }
+                let mut used = 0;
+                let status = slot
+                    .partition
+                    .read(budget, &mut |offset, line| {
+                        used += line.len() + 1;
+                        preparer.line(&mut slot.state, offset, line);
+                    })
+                    .unwrap_or_else(|e| crate::fatal(&format!("reading {}: {e}", slot.state.name)));
+                budget = budget.saturating_sub(used);
+                match status {
+                    ReadStatus::Data => {}
+                    ReadStatus::Idle => any_idle = true,
+                    ReadStatus::End => {
+                        preparer.finish_partition(&mut slot.state);
+                        slot.finished = true;
+                    }
+                }
+            }
+            preparer.flush(&mut partials);
+            if !partials.is_empty() {
+                output.session(&*cap).give_container(&mut partials);
+            }
+            let watermark = slots
+                .iter()
+                .filter(|s| !s.finished)
+                .map(|s| s.state.clock.watermark())
+                .min();
+            metrics.set_watermark(local_worker, watermark.unwrap_or(u64::MAX));
+            match watermark {
+                // IMPORTANT: partials were sent at the old capability above; only now may it move.
+                Some(w) => {
+                    if w > *cap.time() {
+                        cap.downgrade(&w);
+                    }
+                    if any_idle && budget == BYTES_PER_ACTIVATION {
+                        activator.activate_after(Duration::from_millis(20));
+                    } else {
+                        activator.activate();
+                    }
+                }
+                None => capability = None,
+            }
+        }
+    })
+}
+
+/// The minimum of a partition's first event times, if it can read ahead.
+fn read_reference(partition: &mut dyn Partition, preparer: &Preparer) -> Option<u64> {
+    let mut times = Vec::new();
+    let result = partition.peek(REFERENCE_BYTES, &mut |line| {
+        if let Some(ts) = preparer.event_time(line) {
+            times.push(ts);
+        }
+        times.len() < REFERENCE_RECORDS
+    });
+    if let Err(e) = result {
+        crate::fatal(&format!("reading {}: {e}", partition.name()));
+    }
+    times.into_iter().min()
+}

@@ -1,0 +1,318 @@
+//! Dataflow files: the declarative TOML that carries a job (time field, filter, windows, aggregates).
+//!
+//! Contract: `Spec::load` either returns a fully validated `Spec` or an error whose message starts
+//! with the file name and names the offending field (`time.unit`, `windows[1].size`, …). Nothing
+//! downstream re-validates: every index in a `Spec` points into `Spec::fields`.
+
+use crate::aggregate::AggKind;
+use crate::time::{parse_duration_ms, TimeUnit};
+use crate::window::WindowKind;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A validated dataflow.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    /// Root-level record fields the job reads, in extraction order.
+    pub fields: Vec<String>,
+    pub time: TimeSpec,
+    pub filters: Vec<Filter>,
+    /// Group-by fields: output name and index into `fields`.
+    pub group_by: Vec<(String, usize)>,
+    pub windows: Vec<WindowSpec>,
+    pub aggregates: Vec<AggSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TimeSpec {
+    pub field: usize,
+    pub unit: TimeUnit,
+    /// Bounded out-of-orderness: a partition's watermark trails its maximum event time by this much.
+    pub max_out_of_orderness_ms: u64,
+    /// Bitflip guard: a record further than this ahead of its partition's maximum needs confirmation.
+    pub max_future_ms: u64,
+    /// How many consecutive far-ahead records confirm a genuine jump in event time.
+    pub future_confirmations: usize,
+}
+
+/// Keep a record only when the field's text is one of `values`.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub field: usize,
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    /// Written to the output as `"window"` when set, so rows of several windows can be told apart.
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AggSpec {
+    pub name: String,
+    pub kind: AggKind,
+    /// Index into `fields` of the aggregated field, for aggregates that read one.
+    pub field: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+    #[serde(default)]
+    group_by: Vec<String>,
+    time: RawTime,
+    #[serde(default)]
+    filter: BTreeMap<String, OneOrMany>,
+    windows: Vec<RawWindow>,
+    aggregates: Vec<RawAggregate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTime {
+    field: String,
+    unit: String,
+    max_out_of_orderness: String,
+    #[serde(default = "default_max_future")]
+    max_future: String,
+    #[serde(default = "default_confirmations")]
+    future_confirmations: usize,
+}
+
+fn default_max_future() -> String {
+    "1h".into()
+}
+fn default_confirmations() -> usize {
+    3
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<toml::Value>),
+    One(toml::Value),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWindow {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: Option<String>,
+    pub slide: Option<String>,
+    pub gap: Option<String>,
+    pub unit: Option<String>,
+    pub label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAggregate {
+    name: String,
+    #[serde(rename = "fn")]
+    function: String,
+    field: Option<String>,
+}
+
+impl Spec {
+    /// Reads and validates a dataflow file.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read dataflow file {}", path.display()))?;
+        Spec::parse(&text).with_context(|| format!("dataflow file {}", path.display()))
+    }
+
+    /// Validates a dataflow from TOML text.
+    pub fn parse(text: &str) -> Result<Spec> {
+        let raw: RawSpec =
+            toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        let mut fields = Vec::new();
+        let mut field_index = |name: &str, what: &str| -> Result<usize> {
+            if name.is_empty() {
+                bail!("{what}: field name is empty");
+            }
+            Ok(match fields.iter().position(|f| f == name) {
+                Some(i) => i,
+                None => {
+                    fields.push(name.to_string());
+                    fields.len() - 1
+                }
+            })
+        };
+
+        if raw.name.trim().is_empty() {
+            bail!("name: must not be empty");
+        }
+        let time = TimeSpec {
+            field: field_index(&raw.time.field, "time.field")?,
+            unit: TimeUnit::parse(&raw.time.unit).context("time.unit")?,
+            max_out_of_orderness_ms: parse_duration_ms(&raw.time.max_out_of_orderness)
+                .context("time.max_out_of_orderness")?,
+            max_future_ms: parse_duration_ms(&raw.time.max_future).context("time.max_future")?,
+            future_confirmations: raw.time.future_confirmations,
+        };
+        if time.max_future_ms == 0 {
+            bail!("time.max_future: must be greater than zero");
+        }
+        if time.future_confirmations == 0 {
+            bail!("time.future_confirmations: must be at least 1");
+        }
+
+        let mut filters = Vec::new();
+        for (name, values) in raw.filter {
+            let values = match values {
+                OneOrMany::One(v) => vec![v],
+                OneOrMany::Many(vs) => vs,
+            };
+            let values = values
+                .into_iter()
+                .map(|v| {
+                    scalar_text(&v).ok_or_else(|| {
+                        anyhow!("filter.{name}: values must be strings, numbers or booleans")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if values.is_empty() {
+                bail!("filter.{name}: the set of accepted values is empty");
+            }
+            filters.push(Filter {
+                field: field_index(&name, &format!("filter.{name}"))?,
+                values,
+            });
+        }
+
+        let mut group_by = Vec::new();
+        for (i, name) in raw.group_by.iter().enumerate() {
+            if raw.group_by[..i].contains(name) {
+                bail!("group_by[{i}]: `{name}` is listed twice");
+            }
+            group_by.push((name.clone(), field_index(name, &format!("group_by[{i}]"))?));
+        }
+
+        if raw.windows.is_empty() {
+            bail!("windows: declare at least one window");
+        }
+        let mut windows = Vec::new();
+        for (i, w) in raw.windows.iter().enumerate() {
+            let kind = WindowKind::from_raw(w).with_context(|| format!("windows[{i}]"))?;
+            windows.push(WindowSpec {
+                kind,
+                label: w.label.clone(),
+            });
+        }
+        if windows.len() > 1 && windows.iter().any(|w| w.label.is_none()) {
+            bail!(
+                "windows: with several windows every window needs a `label` to tell its rows apart"
+            );
+        }
+
+        if raw.aggregates.is_empty() {
+            bail!("aggregates: declare at least one aggregate");
+        }
+        let mut aggregates = Vec::new();
+        let mut output_names: Vec<&str> = vec!["window_start", "window_end", "window"];
+        output_names.extend(raw.group_by.iter().map(String::as_str));
+        for (i, a) in raw.aggregates.iter().enumerate() {
+            let at = format!("aggregates[{i}]");
+            if output_names.contains(&a.name.as_str()) {
+                bail!("{at}.name: `{}` is already an output field", a.name);
+            }
+            output_names.push(&a.name);
+            let kind = AggKind::parse(&a.function).with_context(|| format!("{at}.fn"))?;
+            let field = match (&a.field, kind.needs_field()) {
+                (Some(f), true) => Some(field_index(f, &format!("{at}.field"))?),
+                (None, true) => bail!("{at}.field: `{}` needs a field", a.function),
+                (Some(_), false) => bail!("{at}.field: `{}` takes no field", a.function),
+                (None, false) => None,
+            };
+            aggregates.push(AggSpec {
+                name: a.name.clone(),
+                kind,
+                field,
+            });
+        }
+
+        Ok(Spec {
+            name: raw.name,
+            fields,
+            time,
+            filters,
+            group_by,
+            windows,
+            aggregates,
+        })
+    }
+}
+
+fn scalar_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: &str = r#"
+        name = "sps"
+        group_by = ["device", "title", "country"]
+        [time]
+        field = "time"
+        unit = "ms"
+        max_out_of_orderness = "5s"
+        [filter]
+        sev = ["success"]
+        [[windows]]
+        type = "tumbling"
+        size = "1s"
+        [[aggregates]]
+        name = "sps"
+        fn = "count"
+    "#;
+
+    #[test]
+    fn parses_sps() {
+        let spec = Spec::parse(SPS).unwrap();
+        assert_eq!(
+            spec.fields,
+            vec!["time", "sev", "device", "title", "country"]
+        );
+        assert_eq!(spec.time.max_out_of_orderness_ms, 5_000);
+        assert_eq!(spec.filters[0].values, vec!["success"]);
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Spec::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(error_of(&SPS.replace("unit = \"ms\"", "unit = \"msec\"")).contains("time.unit"));
+        assert!(error_of(&SPS.replace("size = \"1s\"", "size = \"fast\"")).contains("windows[0]"));
+        assert!(error_of(&SPS.replace("fn = \"count\"", "fn = \"median\""))
+            .contains("aggregates[0].fn"));
+        assert!(
+            error_of(&SPS.replace("max_out_of_orderness", "max_out_of_order"))
+                .contains("max_out_of_order")
+        );
+        assert!(error_of(&SPS.replace(
+            "name = \"sps\"\n        fn",
+            "name = \"device\"\n        fn"
+        ))
+        .contains("aggregates[0].name"));
+    }
+}
