@@ -61,11 +61,8 @@ impl Acc {
 
     /// Appends the final value as JSON.
     pub fn write_json(&self, out: &mut String) {
-        use std::fmt::Write;
         match self {
-            Acc::Count(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Acc::Count(n) => out.push_str(itoa::Buffer::new().format(*n)),
         }
     }
 }

@@ -63,9 +63,19 @@ impl Scalar<'_> {
 
 /// Appends `text` as a JSON string literal.
 pub fn write_json_string(out: &mut String, text: &str) {
-    // serde_json's escaping is correct for every control character and quote.
-    out.push_str(&serde_json::to_string(text).expect("strings always serialize"));
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Fast path, no allocation: nothing to escape (the common case for keys and labels).
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // serde_json's escaping is correct for every control character and quote.
+        out.push_str(&serde_json::to_string(text).expect("strings always serialize"));
+    }
 }
+
+/// Extracted field values, indexed like the extractor's field list (inline: no allocation).
+pub type Fields<'a> = smallvec::SmallVec<[Option<Scalar<'a>>; 8]>;
 
 /// Extracts root-level fields from a JSON object line.
 pub struct JsonExtractor {
@@ -78,14 +88,12 @@ impl JsonExtractor {
     }
 
     /// Fills `out` (resized to the field count) from `line`; see the module contract.
-    pub fn extract<'a>(
-        &self,
-        line: &'a [u8],
-        out: &mut Vec<Option<Scalar<'a>>>,
-    ) -> Result<(), String> {
+    pub fn extract<'a>(&self, line: &'a [u8], out: &mut Fields<'a>) -> Result<(), String> {
         out.clear();
         out.resize(self.fields.len(), None);
-        let mut de = serde_json::Deserializer::from_slice(line);
+        // One SIMD UTF-8 check for the whole line is cheaper than serde_json's check per string.
+        let text = simdutf8::basic::from_utf8(line).map_err(|_| "invalid UTF-8".to_string())?;
+        let mut de = serde_json::Deserializer::from_str(text);
         RootSeed {
             fields: &self.fields,
             out,
@@ -98,7 +106,7 @@ impl JsonExtractor {
 
 struct RootSeed<'f, 'o, 'a> {
     fields: &'f [String],
-    out: &'o mut Vec<Option<Scalar<'a>>>,
+    out: &'o mut Fields<'a>,
 }
 
 impl<'de> DeserializeSeed<'de> for RootSeed<'_, '_, 'de> {
@@ -114,7 +122,7 @@ impl<'de> Visitor<'de> for RootSeed<'_, '_, 'de> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(RootKey(key)) = map.next_key::<RootKey<'de>>()? {
             match self.fields.iter().position(|f| *f == key) {
                 Some(i) => self.out[i] = Some(map.next_value::<ScalarValue<'de>>()?.0),
                 None => {
@@ -123,6 +131,30 @@ impl<'de> Visitor<'de> for RootSeed<'_, '_, 'de> {
             }
         }
         Ok(())
+    }
+}
+
+/// A root key, borrowed from the line unless it contains escapes (serde's `Cow` always copies).
+struct RootKey<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for RootKey<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(RootKeyVisitor)
+    }
+}
+
+struct RootKeyVisitor;
+
+impl<'de> Visitor<'de> for RootKeyVisitor {
+    type Value = RootKey<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(RootKey(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(RootKey(Cow::Owned(v.to_owned())))
     }
 }
 
@@ -184,8 +216,9 @@ mod tests {
     fn extract(line: &str, fields: &[&str]) -> Result<Vec<Option<Scalar<'static>>>, String> {
         let ex = JsonExtractor::new(fields.iter().map(|s| s.to_string()).collect());
         let line: &'static str = Box::leak(line.to_string().into_boxed_str());
-        let mut out = Vec::new();
-        ex.extract(line.as_bytes(), &mut out).map(|()| out)
+        let mut out = Fields::new();
+        ex.extract(line.as_bytes(), &mut out)
+            .map(|()| out.into_vec())
     }
 
     #[test]
@@ -211,6 +244,9 @@ mod tests {
         assert!(extract("[1,2]", &["k"]).is_err());
         assert!(extract(r#"{"k":1} trailing"#, &["k"]).is_err());
         assert!(extract(r#"{"k":1"#, &["k"]).is_err());
+        assert!(JsonExtractor::new(vec!["k".into()])
+            .extract(b"{\"k\":\"\xff\"}", &mut Fields::new())
+            .is_err());
     }
 
     #[test]
@@ -218,5 +254,8 @@ mod tests {
         let mut s = String::new();
         Scalar::Str("a\"b\n".into()).write_json(&mut s);
         assert_eq!(s, r#""a\"b\n""#);
+        s.clear();
+        Scalar::Str("plain".into()).write_json(&mut s);
+        assert_eq!(s, r#""plain""#);
     }
 }

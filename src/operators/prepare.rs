@@ -8,7 +8,7 @@
 //! for their partition, so a partial sent at the source's watermark can never reach a closed window.
 
 use crate::aggregate::Acc;
-use crate::extract::{JsonExtractor, Scalar};
+use crate::extract::{Fields, JsonExtractor, Scalar};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
@@ -100,7 +100,7 @@ impl Preparer {
 
     /// The event time of a line, if it has a valid one (used to read ahead for a partition's reference).
     pub fn event_time(&self, line: &[u8]) -> Option<u64> {
-        let mut fields = Vec::new();
+        let mut fields = Fields::new();
         self.extractor.extract(line, &mut fields).ok()?;
         let value = fields[self.spec.time.field].as_ref()?;
         self.spec.time.unit.to_millis(value).ok()
@@ -110,7 +110,7 @@ impl Preparer {
     pub fn line(&mut self, partition: &mut PartitionState, offset: u64, line: &[u8]) {
         self.records += 1;
         self.bytes += line.len() as u64 + 1;
-        let mut fields = Vec::new();
+        let mut fields = Fields::new();
         if let Err(reason) = self.extractor.extract(line, &mut fields) {
             self.dead
                 .push(Reason::Malformed, &reason, &partition.name, offset, line);
@@ -177,7 +177,7 @@ impl Preparer {
     }
 
     fn accept_line(&mut self, partition: &str, offset: u64, line: &[u8]) {
-        let mut fields = Vec::new();
+        let mut fields = Fields::new();
         // Held lines were parsed once already; parsing is deterministic.
         if self.extractor.extract(line, &mut fields).is_ok() {
             if let Some(ts) = fields[self.spec.time.field]
