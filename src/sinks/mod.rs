@@ -91,10 +91,8 @@ impl LineWriter {
         }
         let mut sink = self.inner.lock().expect("writer lock poisoned");
         sink.write_all(text.as_bytes())?;
-        // Live runs print rows as windows close, so flush small batches; big replays stay buffered.
-        if text.len() < 1 << 16 {
-            sink.flush()?;
-        }
+        // Rows appear as windows close: a reader of a live run must not wait for a full buffer.
+        sink.flush()?;
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub fn partitions(
     peers: usize,
 ) -> Result<Vec<Box<dyn Partition>>> {
     if path == "-" {
-        let stdin: Box<dyn Read> = Box::new(io::stdin());
+        let stdin: Box<dyn Read + Send> = Box::new(io::stdin());
         return Ok(owned_by_first(worker, || {
             StreamPartition::new("stdin".into(), stdin)
         }));
@@ -30,7 +30,7 @@ pub fn partitions(
     let file_path = PathBuf::from(path);
     let file = File::open(&file_path).with_context(|| format!("--input: cannot open {path}"))?;
     if path.ends_with(".gz") {
-        let reader: Box<dyn Read> = Box::new(flate2::read::MultiGzDecoder::new(file));
+        let reader: Box<dyn Read + Send> = Box::new(flate2::read::MultiGzDecoder::new(file));
         return Ok(owned_by_first(worker, || {
             StreamPartition::new(path.to_string(), reader)
         }));
@@ -246,17 +246,43 @@ fn display_name(path: &Path) -> String {
     )
 }
 
-/// A non-seekable input (stdin, gzip): one partition, no read-ahead.
+/// A non-seekable input (stdin, gzip): one partition, no read-ahead. A thread does the blocking
+/// reads (and decompression), so a quiet stdin leaves the worker free to close windows.
 pub struct StreamPartition {
     name: String,
-    lines: LineReader<Box<dyn Read>>,
+    blocks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Bytes received but not yet delivered; starts at input offset `pending_offset`.
+    pending: Vec<u8>,
+    pending_offset: u64,
+    closed: bool,
 }
 
 impl StreamPartition {
-    fn new(name: String, reader: Box<dyn Read>) -> Self {
+    fn new(name: String, mut reader: Box<dyn Read + Send>) -> Self {
+        let (sender, blocks) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || loop {
+            let mut block = vec![0u8; 1 << 20];
+            match reader.read(&mut block) {
+                Ok(0) => break,
+                Ok(n) => {
+                    block.truncate(n);
+                    if sender.send(Ok(block)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    break;
+                }
+            }
+        });
         StreamPartition {
             name,
-            lines: LineReader::new(reader, 0),
+            blocks,
+            pending: Vec::new(),
+            pending_offset: 0,
+            closed: false,
         }
     }
 }
@@ -271,19 +297,36 @@ impl Partition for StreamPartition {
         max_bytes: usize,
         each: &mut dyn FnMut(u64, &[u8]),
     ) -> io::Result<ReadStatus> {
-        let mut read = 0;
-        while read < max_bytes {
-            match self.lines.next_line()? {
-                Some((offset, line)) => {
-                    read += line.len() + 1;
-                    if !is_blank(line) {
-                        each(offset, line);
-                    }
-                }
-                None => return Ok(ReadStatus::End),
+        while !self.closed && self.pending.len() < max_bytes {
+            match self.blocks.try_recv() {
+                Ok(block) => self.pending.extend_from_slice(&block?),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.closed = true,
             }
         }
-        Ok(ReadStatus::Data)
+        let mut consumed = 0;
+        while let Some(i) = memchr::memchr(b'\n', &self.pending[consumed..]) {
+            let line = trim_cr(&self.pending[consumed..consumed + i]);
+            if !is_blank(line) {
+                each(self.pending_offset + consumed as u64, line);
+            }
+            consumed += i + 1;
+        }
+        if self.closed && consumed < self.pending.len() {
+            // The last line has no newline.
+            let line = trim_cr(&self.pending[consumed..]);
+            if !is_blank(line) {
+                each(self.pending_offset + consumed as u64, line);
+            }
+            consumed = self.pending.len();
+        }
+        self.pending.drain(..consumed);
+        self.pending_offset += consumed as u64;
+        Ok(match (self.closed && self.pending.is_empty(), consumed) {
+            (true, _) => ReadStatus::End,
+            (false, 0) => ReadStatus::Idle,
+            (false, _) => ReadStatus::Data,
+        })
     }
 }
 
