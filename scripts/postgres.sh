@@ -17,6 +17,7 @@
 # trust auth on loopback. It is tuned for tests (fsync=off, synchronous_commit=off):
 # data survives stop/start and a crash of the server process, not an OS crash.
 set -euo pipefail
+shopt -s inherit_errexit   # make failures inside $(...) fatal too
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_PORT="${STREAMSTATS_PG_PORT:-55432}"
@@ -54,6 +55,13 @@ install_pg() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends postgresql >&2
+}
+
+# Serialise start/stop (e.g. several test threads calling start at once).
+lock() {
+    mkdir -p "$REPO/.tmp"
+    exec 9>"$REPO/.tmp/.postgres.lock"
+    flock -w "$PG_WAIT" 9 || die "timed out waiting for $REPO/.tmp/.postgres.lock"
 }
 
 # Run a command as the server's OS user (postgres refuses to run as root).
@@ -145,11 +153,16 @@ start() {
     if is_running; then
         log "already running ($PG_DIR)"
     else
+        # Another server (e.g. another checkout's cluster) on the port? Say so plainly.
+        if (exec 3<>"/dev/tcp/$PG_HOST/$PG_PORT") 2>/dev/null; then
+            die "port $PG_HOST:$PG_PORT is already in use; set STREAMSTATS_PG_PORT to another port"
+        fi
         [[ $EUID -eq 0 ]] && chown -R "$RUN_USER:" "$PG_DIR"
         log "starting PostgreSQL ($("$BIN/postgres" --version)) on $PG_HOST:$PG_PORT"
         # -p on the command line so STREAMSTATS_PG_PORT works for an existing cluster too.
+        # 9>&-: the server must not inherit (and hold) our lock.
         if ! as_pg "$BIN/pg_ctl" start -D "$PG_DIR" -l "$PG_DIR/server.log" -w -t "$PG_WAIT" \
-                -o "-p $PG_PORT -c listen_addresses=$PG_HOST" >/dev/null; then
+                -o "-p $PG_PORT -c listen_addresses=$PG_HOST" >/dev/null 9>&-; then
             tail -n 30 "$PG_DIR/server.log" >&2 || true
             die "server did not start (log: $PG_DIR/server.log)"
         fi
@@ -189,6 +202,9 @@ status() {
     fi
 }
 
+case "${1:-}" in
+    start | stop) lock ;;
+esac
 case "${1:-}" in
     stop | status | url) resolve_dir ;;
 esac
