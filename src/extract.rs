@@ -5,6 +5,12 @@
 //! root one. A repeated root key keeps its last value (as JavaScript and serde_json's `Value` do).
 //! Anything that is not a JSON object is an `Err` with a short reason for the dead-letter record.
 //! Values borrow from the input line when they contain no escapes.
+//!
+//! `JsonExtractor` runs the root-level scanner in `scan` (a few hundred ns per 2 KB frame);
+//! `SerdeExtractor` is the serde_json reference it is fuzz-tested against (and benchmarked by
+//! `examples/extract_throughput.rs`).
+
+mod scan;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
@@ -75,6 +81,29 @@ pub struct JsonExtractor {
 impl JsonExtractor {
     pub fn new(fields: Vec<String>) -> Self {
         JsonExtractor { fields }
+    }
+
+    /// Fills `out` (resized to the field count) from `line`; see the module contract.
+    pub fn extract<'a>(
+        &self,
+        line: &'a [u8],
+        out: &mut Vec<Option<Scalar<'a>>>,
+    ) -> Result<(), String> {
+        out.clear();
+        out.resize(self.fields.len(), None);
+        scan::extract(&self.fields, line, out)
+    }
+}
+
+/// The same extraction through serde_json (the whole line is deserialized, unwanted values as
+/// `IgnoredAny`): the reference for `JsonExtractor`.
+pub struct SerdeExtractor {
+    fields: Vec<String>,
+}
+
+impl SerdeExtractor {
+    pub fn new(fields: Vec<String>) -> Self {
+        SerdeExtractor { fields }
     }
 
     /// Fills `out` (resized to the field count) from `line`; see the module contract.
@@ -211,6 +240,109 @@ mod tests {
         assert!(extract("[1,2]", &["k"]).is_err());
         assert!(extract(r#"{"k":1} trailing"#, &["k"]).is_err());
         assert!(extract(r#"{"k":1"#, &["k"]).is_err());
+    }
+
+    /// Both extractors on one line: the same verdict and, when accepted, the same values.
+    fn assert_agree(line: &[u8], fields: &[&str]) {
+        let fields: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+        let (fast, reference) = (
+            JsonExtractor::new(fields.clone()),
+            SerdeExtractor::new(fields),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (ra, rb) = (fast.extract(line, &mut a), reference.extract(line, &mut b));
+        let shown = String::from_utf8_lossy(line);
+        assert_eq!(ra.is_ok(), rb.is_ok(), "{ra:?} vs {rb:?} on {shown}");
+        if ra.is_ok() {
+            assert_eq!(a, b, "on {shown}");
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_edge_cases() {
+        let cases: &[&str] = &[
+            r#"{}"#,
+            r#" { "ts" : 1 , "uid" : "a" } "#,
+            r#"{"t\u0073":5,"uid":"x"}"#,
+            r#"{"ts":-0,"uid":null}"#,
+            r#"{"ts":12345678901234567890,"uid":true}"#,
+            r#"{"ts":-9223372036854775808,"uid":false}"#,
+            r#"{"ts":1.5e3,"uid":[1,{"uid":2}]}"#,
+            r#"{"ts":1E+2,"uid":{"a":[]}}"#,
+            r#"{"ts":01}"#,
+            r#"{"ts":1.}"#,
+            r#"{"ts":.5}"#,
+            r#"{"ts":-}"#,
+            r#"{"ts":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":{"b"}}"#,
+            r#"{"a":{"b":1,}}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12G4"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"uid":"\ud800"}"#,
+            r#"{"uid":"\ud83d\ude00 caf\u00e9 Мороз"}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nulll}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1"#,
+            r#"{"a":"1"#,
+            r#"{"a":1 "b":2}"#,
+            r#"{a:1}"#,
+            "",
+            "   ",
+            "[]",
+            "\"ts\"",
+            "{\"a\":\"tab\there\"}",
+            "{\"uid\":\"del\u{7f}ok\"}",
+        ];
+        for case in cases {
+            assert_agree(case.as_bytes(), &["ts", "uid"]);
+        }
+        assert_agree(b"{\"uid\":\"\xff\"}", &["uid"]);
+        assert_agree(b"{\"skip\":\"\xff\",\"uid\":\"ok\"}", &["uid"]);
+        assert_agree(b"{\"\xff\":1}", &["uid"]);
+        for depth in [1, 127, 128, 129, 100_000] {
+            let line = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            assert_agree(line.as_bytes(), &["a"]);
+            let line = format!(
+                "{{\"a\":{}1{}}}",
+                "{\"k\":".repeat(depth),
+                "}".repeat(depth)
+            );
+            assert_agree(line.as_bytes(), &["k"]);
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_mutated_frames() {
+        use crate::generate::{frames::FramesShape, EventShape};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut shape = FramesShape::new();
+        const NOISE: &[u8] = b"{}[]\",:\\ \t\n0-.eE+utfn\x01\x7f\xd0\xff";
+        for i in 0..3_000u64 {
+            let mut line = String::new();
+            shape.write_event(&mut rng, 1_468_244_384_000 + i, &mut line);
+            let mut line = line.into_bytes();
+            assert_agree(&line, &["ts", "uid"]);
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..line.len());
+                match rng.gen_range(0..4) {
+                    0 => {
+                        line.remove(at);
+                    }
+                    1 => line.insert(at, NOISE[rng.gen_range(0..NOISE.len())]),
+                    2 => line[at] = NOISE[rng.gen_range(0..NOISE.len())],
+                    _ => line.truncate(at),
+                }
+                if line.is_empty() {
+                    break;
+                }
+            }
+            assert_agree(&line, &["ts", "uid", "lorem"]);
+        }
     }
 
     #[test]
