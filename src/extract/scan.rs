@@ -132,7 +132,7 @@ impl<'a> Scanner<'a> {
         if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
             return Err("key is not UTF-8".into());
         }
-        Ok(fields.iter().position(|f| f.as_bytes() == raw))
+        Ok(fields.iter().position(|f| short_eq(f.as_bytes(), raw)))
     }
 
     /// Skips the rest of a string after its opening quote; says whether it had escapes.
@@ -208,7 +208,12 @@ impl<'a> Scanner<'a> {
     }
 
     fn literal(&mut self, text: &[u8]) -> Scan<()> {
-        if self.bytes[self.pos..].starts_with(text) {
+        let end = self.pos + text.len();
+        if self
+            .bytes
+            .get(self.pos..end)
+            .is_some_and(|b| short_eq(b, text))
+        {
             self.pos += text.len();
             Ok(())
         } else {
@@ -347,4 +352,10 @@ fn find_string_special(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|i| at + i)
+}
+
+/// Equality of short byte strings (keys, literals) without a call to `memcmp`.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
