@@ -1,15 +1,21 @@
 //! A root-level JSON scanner: finds the wanted root keys of one object without building anything
 //! for the rest.
 //!
-//! Contract: accepts exactly the lines serde_json accepts as one object when the root values that
-//! are not wanted are deserialized as `IgnoredAny`, and extracts the same values (the fuzz test
-//! in `extract.rs` holds it to that). In particular it checks the whole structure (brackets,
-//! commas, colons, number grammar, escapes, no raw control characters in strings) and the UTF-8
-//! of root keys and wanted values; like serde_json's `IgnoredAny` it does not check the UTF-8
-//! inside skipped strings, and skips nested values of any depth without recursion. Strings are skipped with
-//! `memchr` over quote and backslash, so a 2 KB frame costs a few hundred nanoseconds.
-//! Wanted values that need real number or escape decoding are handed to serde_json, so their
-//! values are bit-identical to the reference.
+//! Contract (the fuzz tests in `extract.rs` hold it against serde_json, with unwanted values
+//! deserialized as `IgnoredAny`):
+//! - Every line serde_json accepts as one object, the scanner accepts, with the same values.
+//! - The root level is checked fully: one object, then only whitespace; keys, colons, commas;
+//!   root scalars (number grammar, literals, escapes, no raw control characters in strings); the
+//!   UTF-8 of root keys and wanted values. So non-objects and truncated lines are always rejected.
+//! - Nested objects and arrays are skipped bracket to bracket and string to string, with a stack
+//!   of open brackets: brackets must match and their strings must be well formed, but the tokens
+//!   between (commas, colons, numbers, literals) are not checked, so a frame whose nested filler
+//!   is corrupt in those places only is accepted where serde_json would reject it. Skipping has
+//!   no recursion, so any depth is safe; like `IgnoredAny`, skipped strings are not UTF-8 checked.
+//! - Wanted values that need number or escape decoding are handed to serde_json, so they are
+//!   bit-identical to the reference.
+//!
+//! Strings and brackets are found eight bytes at a time (SWAR).
 
 use super::{Scalar, ScalarValue};
 use std::borrow::Cow;
@@ -221,63 +227,52 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips one value of any depth, checking its structure.
+    /// Skips one root value. Scalars are checked fully; an object or array is skipped by
+    /// matching its brackets (see the module contract).
     fn skip_value(&mut self) -> Scan<()> {
-        self.closers.clear();
-        loop {
-            // At the start of a value.
-            match self.peek() {
-                Some(b'"') => {
-                    self.pos += 1;
-                    self.skip_string_body()?;
-                }
-                Some(open @ (b'{' | b'[')) => {
-                    self.pos += 1;
-                    self.skip_whitespace();
-                    let close = if open == b'{' { b'}' } else { b']' };
-                    if self.peek() == Some(close) {
-                        self.pos += 1;
-                    } else {
-                        self.closers.push(close);
-                        if close == b'}' {
-                            self.member_key()?;
-                        }
-                        continue;
-                    }
-                }
-                Some(b't') => self.literal(b"true")?,
-                Some(b'f') => self.literal(b"false")?,
-                Some(b'n') => self.literal(b"null")?,
-                Some(b'-' | b'0'..=b'9') => self.skip_number()?,
-                _ => return Err(self.unexpected("expected a value")),
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                self.skip_string_body().map(|_| ())
             }
-            // After a value: close finished containers, stop at the next element or the end.
-            loop {
-                let Some(&close) = self.closers.last() else {
-                    return Ok(());
-                };
-                self.skip_whitespace();
-                if self.after_member(close)? {
-                    self.closers.pop();
-                    continue;
-                }
-                self.skip_whitespace();
-                if close == b'}' {
-                    self.member_key()?;
-                }
-                break;
-            }
+            Some(b'{' | b'[') => self.skip_container(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            _ => Err(self.unexpected("expected a value")),
         }
     }
 
-    /// Skips `"key" :` inside a nested object, up to its value.
-    fn member_key(&mut self) -> Scan<()> {
-        self.expect(b'"', "expected a key")?;
-        self.skip_string_body()?;
-        self.skip_whitespace();
-        self.expect(b':', "expected `:`")?;
-        self.skip_whitespace();
-        Ok(())
+    /// Skips an object or array of any depth: jumps from bracket to bracket and string to
+    /// string, checking that brackets match and strings are well formed; tokens between them
+    /// (numbers, literals, commas, colons) are not looked at.
+    fn skip_container(&mut self) -> Scan<()> {
+        self.closers.clear();
+        loop {
+            let rest = &self.bytes[self.pos..];
+            let Some(found) = find_structural(rest) else {
+                self.pos = self.bytes.len();
+                return Err("unterminated object or array".into());
+            };
+            self.pos += found + 1;
+            match rest[found] {
+                b'"' => {
+                    self.skip_string_body()?;
+                }
+                b'{' => self.closers.push(b'}'),
+                b'[' => self.closers.push(b']'),
+                close => {
+                    if self.closers.pop() != Some(close) {
+                        self.pos -= 1;
+                        return Err("mismatched bracket".into());
+                    }
+                    if self.closers.is_empty() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// Reads a wanted root value; plain strings and small integers are decoded here, anything
@@ -322,7 +317,7 @@ impl<'a> Scanner<'a> {
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Scalar::Null),
-            _ => self.skip_value().map(|()| Scalar::Nested),
+            _ => self.skip_container().map(|()| Scalar::Nested),
         }
     }
 }
@@ -351,6 +346,31 @@ fn find_string_special(bytes: &[u8]) -> Option<usize> {
     bytes[at..]
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+/// Position of the first `"`, `{`, `}`, `[` or `]` in `bytes` (SWAR as in `find_string_special`;
+/// setting bit 5 maps `[` and `]` onto `{` and `}` and no other byte onto them).
+#[inline]
+fn find_structural(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let folded = word | (ONES * 0x20);
+        let hits = zero(word ^ (ONES * u64::from(b'"')))
+            | zero(folded ^ (ONES * u64::from(b'{')))
+            | zero(folded ^ (ONES * u64::from(b'}')));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
         .map(|i| at + i)
 }
 
