@@ -1,5 +1,5 @@
 //! Parse-only throughput of the root-level field extractors over a JSONL file: the scanner the
-//! engine uses (`JsonExtractor`) and the serde_json reference (`SerdeExtractor`).
+//! engine uses (`JsonExtractor::extract`) and the serde_json reference (`extract_with_serde_json`).
 //!
 //! Usage: `cargo run --release --example extract_throughput -- FILE [FIELD ...]` (fields default
 //! to `ts uid`). Reads the whole file into memory first, so only parsing is timed; prints one
@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 use std::time::Instant;
-use streamstats::extract::{JsonExtractor, Scalar, SerdeExtractor};
+use streamstats::extract::{JsonExtractor, Scalar};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,20 +24,13 @@ fn main() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let scanner = JsonExtractor::new(fields.clone());
-    let reference = SerdeExtractor::new(fields);
-    report(
-        "scanner (JsonExtractor)",
-        &lines,
-        data.len(),
-        |line, out| scanner.extract(line, out),
-    );
-    report(
-        "serde_json (SerdeExtractor)",
-        &lines,
-        data.len(),
-        |line, out| reference.extract(line, out),
-    );
+    let extractor = JsonExtractor::new(fields);
+    report("scanner", &lines, data.len(), |line, out| {
+        extractor.extract(line, out)
+    });
+    report("serde_json", &lines, data.len(), |line, out| {
+        extractor.extract_with_serde_json(line, out)
+    });
 }
 
 fn report<'a>(

@@ -25,6 +25,13 @@ struct Fixture {
     invalid: u64,
 }
 
+/// The output of a finished child process that must have succeeded.
+fn succeeded(output: std::process::Output) -> std::process::Output {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    output
+}
+
 fn ms(rfc3339: &str) -> u64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .unwrap()
@@ -50,41 +57,35 @@ fn fixture() -> &'static Fixture {
         segments.extend((3..=12).map(|m| burst(2024, m)));
         let mut file = std::fs::File::create(&input).unwrap();
         for (i, (start, events, rate)) in segments.iter().enumerate() {
-            let output = Command::new(BIN)
-                .args([
-                    "generate",
-                    "frames",
-                    "--out",
-                    "-",
-                    "--malformed-fraction",
-                    "0.01",
-                ])
-                .args(["--events", &events.to_string(), "--rate", &rate.to_string()])
-                .args([
-                    "--seed",
-                    &i.to_string(),
-                    "--start-ms",
-                    &ms(start).to_string(),
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
+            let output = succeeded(
+                Command::new(BIN)
+                    .args([
+                        "generate",
+                        "frames",
+                        "--out",
+                        "-",
+                        "--malformed-fraction",
+                        "0.01",
+                    ])
+                    .args(["--events", &events.to_string(), "--rate", &rate.to_string()])
+                    .args([
+                        "--seed",
+                        &i.to_string(),
+                        "--start-ms",
+                        &ms(start).to_string(),
+                    ])
+                    .output()
+                    .unwrap(),
             );
             std::io::Write::write_all(&mut file, &output.stdout).unwrap();
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/unique_users_expected.py");
-        let output = Command::new("python3")
-            .arg(script)
-            .arg(&input)
-            .output()
-            .expect("python3 is needed to compute the expected results");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = succeeded(
+            Command::new("python3")
+                .arg(script)
+                .arg(&input)
+                .output()
+                .expect("python3 is needed to compute the expected results"),
         );
         let expected: Value = serde_json::from_slice(&output.stdout).unwrap();
         Fixture {
@@ -150,12 +151,7 @@ fn run(args: &[&str], output: &Path, dead: &Path, dataflow: &Path) -> Command {
 }
 
 fn run_to_end(mut command: Command) {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(command.output().unwrap());
 }
 
 fn assert_exact(got: &Rows, what: &str) {
@@ -244,12 +240,7 @@ fn exact_counts_are_the_same_with_two_processes() {
         })
         .collect();
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(child.wait_with_output().unwrap());
     }
     let per_process = |name: &str| -> Vec<PathBuf> {
         (0..2)
@@ -346,17 +337,14 @@ fn the_real_head_sample_parses_to_its_root_uids() {
     }
     // And the whole pipeline: one minute with the 10 frames and their distinct root uids.
     let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/unique-users.toml");
-    let output = Command::new(BIN)
-        .arg("run")
-        .arg(flow)
-        .arg("--input")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = succeeded(
+        Command::new(BIN)
+            .arg("run")
+            .arg(flow)
+            .arg("--input")
+            .arg(&path)
+            .output()
+            .unwrap(),
     );
     let rows: Vec<Value> = String::from_utf8(output.stdout)
         .unwrap()
