@@ -323,6 +323,32 @@ mod tests {
         assert_eq!(spec.filters[0].values, vec!["success"]);
     }
 
+    #[test]
+    fn parses_unique_users() {
+        let text = include_str!("../dataflows/unique-users.toml");
+        let spec = Spec::parse(text).unwrap();
+        assert_eq!(spec.fields, vec!["ts", "uid"]);
+        assert_eq!(spec.required, vec![1]);
+        assert_eq!(spec.windows.len(), 6);
+        let approx = text.replace("mode = \"exact\"", "mode = \"approx\"\nprecision = 12");
+        let spec = Spec::parse(&approx).unwrap();
+        assert_eq!(
+            spec.aggregates[0].kind,
+            AggKind::CountDistinctApprox { precision: 12 }
+        );
+        let error = error_of(&approx.replace("precision = 12", "precision = 30"));
+        assert!(
+            error.contains("aggregates[0]") && error.contains("precision"),
+            "{error}"
+        );
+        let clash = approx.replace("name = \"frames\"", "name = \"unique_users_rse\"");
+        assert!(error_of(&clash).contains("aggregates[1].name"));
+        assert!(
+            error_of(&text.replace("unit = \"week\"", "unit = \"fortnight\""))
+                .contains("windows[3]")
+        );
+    }
+
     fn error_of(text: &str) -> String {
         format!("{:#}", Spec::parse(text).unwrap_err())
     }

@@ -1,7 +1,7 @@
 //! Record preparation: one input line in, pre-aggregated partial results out.
 //!
 //! Contract: `Preparer::line` runs a record through parse -> event time -> partition clock ->
-//! filter -> group key -> window assignment -> local accumulator. Every record ends up in exactly
+//! filter -> group key -> required fields -> window assignment -> local accumulator. Every record ends up in exactly
 //! one place: a partial aggregate, the `filtered` counter, or the dead-letter output with its
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
