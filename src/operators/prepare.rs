@@ -241,7 +241,13 @@ impl Preparer {
         for (w, assigner) in self.assigners.iter_mut().enumerate() {
             assigner.assign(ts, |start, end| {
                 let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
-                let accs = match per_key.get_mut(self.key.as_str()) {
+                let existing = if spec.group_by.is_empty() {
+                    // Without group-by the only key is "": no string compare (a `memcmp` call).
+                    per_key.values_mut().next()
+                } else {
+                    per_key.get_mut(self.key.as_str())
+                };
+                let accs = match existing {
                     Some(accs) => accs,
                     None => per_key.entry(self.key.as_str().into()).or_insert_with(|| {
                         spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()
