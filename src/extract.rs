@@ -5,6 +5,12 @@
 //! root one. A repeated root key keeps its last value (as JavaScript and serde_json's `Value` do).
 //! Anything that is not a JSON object is an `Err` with a short reason for the dead-letter record.
 //! Values borrow from the input line when they contain no escapes.
+//!
+//! `JsonExtractor::extract` runs the root-level scanner in `scan`; `extract_with_serde_json` is
+//! the serde_json reference it is fuzz-tested against (and benchmarked against by
+//! `examples/extract_throughput.rs`).
+
+mod scan;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
@@ -91,9 +97,21 @@ impl JsonExtractor {
     pub fn extract<'a>(&self, line: &'a [u8], out: &mut Fields<'a>) -> Result<(), String> {
         out.clear();
         out.resize(self.fields.len(), None);
-        // One SIMD UTF-8 check for the whole line is cheaper than serde_json's check per string.
-        let text = simdutf8::basic::from_utf8(line).map_err(|_| "invalid UTF-8".to_string())?;
-        let mut de = serde_json::Deserializer::from_str(text);
+        scan::extract(&self.fields, line, out)
+    }
+}
+
+impl JsonExtractor {
+    /// The same extraction through serde_json (the whole line is deserialized, unwanted values
+    /// as `IgnoredAny`): the reference `extract` is fuzz-tested and benchmarked against.
+    pub fn extract_with_serde_json<'a>(
+        &self,
+        line: &'a [u8],
+        out: &mut Fields<'a>,
+    ) -> Result<(), String> {
+        out.clear();
+        out.resize(self.fields.len(), None);
+        let mut de = serde_json::Deserializer::from_slice(line);
         RootSeed {
             fields: &self.fields,
             out,
@@ -106,7 +124,7 @@ impl JsonExtractor {
 
 struct RootSeed<'f, 'o, 'a> {
     fields: &'f [String],
-    out: &'o mut Fields<'a>,
+    out: &'o mut [Option<Scalar<'a>>],
 }
 
 impl<'de> DeserializeSeed<'de> for RootSeed<'_, '_, 'de> {
@@ -247,6 +265,132 @@ mod tests {
         assert!(JsonExtractor::new(vec!["k".into()])
             .extract(b"{\"k\":\"\xff\"}", &mut Fields::new())
             .is_err());
+    }
+
+    /// Both extractors on one line. Whatever serde_json accepts the scanner accepts with the same
+    /// values; the scanner may accept more only when `nested_leniency` (the line's defect lies
+    /// between tokens inside a nested value). Returns whether the scanner accepted.
+    fn assert_agree_or_lenient(line: &[u8], fields: &[&str], nested_leniency: bool) -> bool {
+        let extractor = JsonExtractor::new(fields.iter().map(|s| s.to_string()).collect());
+        let (mut a, mut b) = (Fields::new(), Fields::new());
+        let (ra, rb) = (
+            extractor.extract(line, &mut a),
+            extractor.extract_with_serde_json(line, &mut b),
+        );
+        let shown = String::from_utf8_lossy(line);
+        if rb.is_ok() || !nested_leniency {
+            assert_eq!(ra.is_ok(), rb.is_ok(), "{ra:?} vs {rb:?} on {shown}");
+        }
+        if ra.is_ok() && rb.is_ok() {
+            assert_eq!(a, b, "on {shown}");
+        }
+        ra.is_ok()
+    }
+
+    fn assert_agree(line: &[u8], fields: &[&str]) {
+        assert_agree_or_lenient(line, fields, false);
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_edge_cases() {
+        let cases: &[&str] = &[
+            r#"{}"#,
+            r#" { "ts" : 1 , "uid" : "a" } "#,
+            r#"{"t\u0073":5,"uid":"x"}"#,
+            r#"{"ts":-0,"uid":null}"#,
+            r#"{"ts":12345678901234567890,"uid":true}"#,
+            r#"{"ts":-9223372036854775808,"uid":false}"#,
+            r#"{"ts":1.5e3,"uid":[1,{"uid":2}]}"#,
+            r#"{"ts":1E+2,"uid":{"a":[]}}"#,
+            r#"{"ts":01}"#,
+            r#"{"ts":1.}"#,
+            r#"{"ts":.5}"#,
+            r#"{"ts":-}"#,
+            r#"{"ts":1,}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12G4"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"uid":"\ud800"}"#,
+            r#"{"uid":"\ud83d\ude00 caf\u00e9 Мороз"}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nulll}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1"#,
+            r#"{"a":"1"#,
+            r#"{"a":1 "b":2}"#,
+            r#"{a:1}"#,
+            "",
+            "   ",
+            "[]",
+            "\"ts\"",
+            "{\"a\":\"tab\there\"}",
+            "{\"uid\":\"del\u{7f}ok\"}",
+        ];
+        for case in cases {
+            assert_agree(case.as_bytes(), &["ts", "uid"]);
+        }
+        // Defects between tokens of nested values and inside nested strings: accepted by design.
+        for case in [
+            r#"{"a":[1,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":{"b"}}"#,
+            r#"{"a":{"b":1,}}"#,
+            r#"{"a":{"b":"\x"}}"#,
+            "{\"a\":[\"\u{1}\"]}",
+        ] {
+            assert!(assert_agree_or_lenient(case.as_bytes(), &["ts"], true));
+        }
+        // Defects the scanner still finds inside nested values.
+        for case in [
+            r#"{"a":[1}"#,
+            r#"{"a":{"b":"\"}}"#,
+            r#"{"a":["]"]"#,
+            r#"{"a":[[]"#,
+        ] {
+            assert_agree(case.as_bytes(), &["ts"]);
+        }
+        assert_agree(b"{\"uid\":\"\xff\"}", &["uid"]);
+        assert_agree(b"{\"skip\":\"\xff\",\"uid\":\"ok\"}", &["uid"]);
+        assert_agree(b"{\"\xff\":1}", &["uid"]);
+        for depth in [1, 127, 128, 129, 100_000] {
+            let line = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            assert_agree(line.as_bytes(), &["a"]);
+            let line = format!(
+                "{{\"a\":{}1{}}}",
+                "{\"k\":".repeat(depth),
+                "}".repeat(depth)
+            );
+            assert_agree(line.as_bytes(), &["k"]);
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_mutated_frames() {
+        use crate::generate::{frames::FramesShape, EventShape};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut shape = FramesShape::new();
+        const NOISE: &[u8] = b"{}[]\",:\\ \t\n0-.eE+utfn\x01\x7f\xd0\xff";
+        for i in 0..3_000u64 {
+            let mut line = String::new();
+            shape.write_event(&mut rng, 1_468_244_384_000 + i, &mut line);
+            let mut line = line.into_bytes();
+            assert_agree(&line, &["ts", "uid"]);
+            // A cut frame is always rejected, by both.
+            let cut = &line[..rng.gen_range(0..line.len())];
+            assert!(!assert_agree_or_lenient(cut, &["ts", "uid"], false));
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..line.len());
+                match rng.gen_range(0..3) {
+                    0 => {
+                        line.remove(at);
+                    }
+                    1 => line.insert(at, NOISE[rng.gen_range(0..NOISE.len())]),
+                    _ => line[at] = NOISE[rng.gen_range(0..NOISE.len())],
+                }
+            }
+            assert_agree_or_lenient(&line, &["ts", "uid", "lorem"], true);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod distinct;
 pub mod extract;
 pub mod generate;
 pub mod metrics;

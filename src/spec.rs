@@ -20,6 +20,8 @@ pub struct Spec {
     pub fields: Vec<String>,
     pub time: TimeSpec,
     pub filters: Vec<Filter>,
+    /// Fields a record must have at the root; a record without one goes to the dead-letter output.
+    pub required: Vec<usize>,
     /// Group-by fields: output name and index into `fields`.
     pub group_by: Vec<(String, usize)>,
     pub windows: Vec<WindowSpec>,
@@ -69,6 +71,8 @@ struct RawSpec {
     description: String,
     #[serde(default)]
     group_by: Vec<String>,
+    #[serde(default)]
+    required: Vec<String>,
     time: RawTime,
     #[serde(default)]
     filter: BTreeMap<String, OneOrMany>,
@@ -121,6 +125,8 @@ struct RawAggregate {
     #[serde(rename = "fn")]
     function: String,
     field: Option<String>,
+    mode: Option<String>,
+    precision: Option<u8>,
 }
 
 impl Spec {
@@ -190,6 +196,15 @@ impl Spec {
             });
         }
 
+        let mut required = Vec::new();
+        for (i, name) in raw.required.iter().enumerate() {
+            let field = field_index(name, &format!("required[{i}]"))?;
+            if required.contains(&field) {
+                bail!("required[{i}]: `{name}` is listed twice");
+            }
+            required.push(field);
+        }
+
         let mut group_by = Vec::new();
         for (i, name) in raw.group_by.iter().enumerate() {
             if raw.group_by[..i].contains(name) {
@@ -219,15 +234,27 @@ impl Spec {
             bail!("aggregates: declare at least one aggregate");
         }
         let mut aggregates = Vec::new();
-        let mut output_names: Vec<&str> = vec!["window_start", "window_end", "window"];
-        output_names.extend(raw.group_by.iter().map(String::as_str));
+        let mut output_names: Vec<String> = ["window_start", "window_end", "window"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        output_names.extend(raw.group_by.iter().cloned());
         for (i, a) in raw.aggregates.iter().enumerate() {
             let at = format!("aggregates[{i}]");
-            if output_names.contains(&a.name.as_str()) {
-                bail!("{at}.name: `{}` is already an output field", a.name);
-            }
-            output_names.push(&a.name);
             let kind = AggKind::parse(&a.function).with_context(|| format!("{at}.fn"))?;
+            let kind = kind
+                .with_distinct_options(a.mode.as_deref(), a.precision)
+                .with_context(|| at.clone())?;
+            let mut names = vec![a.name.clone()];
+            if kind.relative_standard_error().is_some() {
+                names.push(format!("{}_rse", a.name));
+            }
+            for name in names {
+                if output_names.contains(&name) {
+                    bail!("{at}.name: `{name}` is already an output field");
+                }
+                output_names.push(name);
+            }
             let field = match (&a.field, kind.needs_field()) {
                 (Some(f), true) => Some(field_index(f, &format!("{at}.field"))?),
                 (None, true) => bail!("{at}.field: `{}` needs a field", a.function),
@@ -246,6 +273,7 @@ impl Spec {
             fields,
             time,
             filters,
+            required,
             group_by,
             windows,
             aggregates,
@@ -293,6 +321,32 @@ mod tests {
         );
         assert_eq!(spec.time.max_out_of_orderness_ms, 5_000);
         assert_eq!(spec.filters[0].values, vec!["success"]);
+    }
+
+    #[test]
+    fn parses_unique_users() {
+        let text = include_str!("../dataflows/unique-users.toml");
+        let spec = Spec::parse(text).unwrap();
+        assert_eq!(spec.fields, vec!["ts", "uid"]);
+        assert_eq!(spec.required, vec![1]);
+        assert_eq!(spec.windows.len(), 6);
+        let approx = text.replace("mode = \"exact\"", "mode = \"approx\"\nprecision = 12");
+        let spec = Spec::parse(&approx).unwrap();
+        assert_eq!(
+            spec.aggregates[0].kind,
+            AggKind::CountDistinctApprox { precision: 12 }
+        );
+        let error = error_of(&approx.replace("precision = 12", "precision = 30"));
+        assert!(
+            error.contains("aggregates[0]") && error.contains("precision"),
+            "{error}"
+        );
+        let clash = approx.replace("name = \"frames\"", "name = \"unique_users_rse\"");
+        assert!(error_of(&clash).contains("aggregates[1].name"));
+        assert!(
+            error_of(&text.replace("unit = \"week\"", "unit = \"fortnight\""))
+                .contains("windows[3]")
+        );
     }
 
     fn error_of(text: &str) -> String {

@@ -7,6 +7,7 @@
 //! plus the disorder (late: dead-lettered), `malformed_fraction` writes busted lines and
 //! `bitflip_fraction` flips a high bit of the timestamp.
 
+pub mod frames;
 pub mod sps;
 
 use anyhow::{bail, Context, Result};
@@ -33,7 +34,8 @@ pub trait EventShape: Send {
 pub fn shape_for(kind: &str) -> Result<Box<dyn EventShape>> {
     Ok(match kind {
         "sps" => Box::new(sps::SpsShape::new()),
-        other => bail!("no generator for `{other}` (available: sps)"),
+        "frames" | "unique-users" => Box::new(frames::FramesShape::new()),
+        other => bail!("no generator for `{other}` (available: sps, frames)"),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Record preparation: one input line in, pre-aggregated partial results out.
 //!
 //! Contract: `Preparer::line` runs a record through parse -> event time -> partition clock ->
-//! filter -> group key -> window assignment -> local accumulator. Every record ends up in exactly
+//! filter -> group key -> required fields -> window assignment -> local accumulator. Every record ends up in exactly
 //! one place: a partial aggregate, the `filtered` counter, or the dead-letter output with its
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
+use crate::window::CachedAssigner;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -69,6 +70,8 @@ type WindowId = (u32, u64, u64);
 pub struct Preparer {
     spec: Arc<Spec>,
     extractor: JsonExtractor,
+    /// One per `spec.windows` entry.
+    assigners: Vec<CachedAssigner>,
     accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
     key: String,
     dead: DeadLetters,
@@ -81,9 +84,15 @@ pub struct Preparer {
 impl Preparer {
     pub fn new(spec: Arc<Spec>, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
         let extractor = JsonExtractor::new(spec.fields.clone());
+        let assigners = spec
+            .windows
+            .iter()
+            .map(|w| CachedAssigner::new(w.kind.clone()))
+            .collect();
         Preparer {
             spec,
             extractor,
+            assigners,
             accumulators: FxHashMap::default(),
             key: String::new(),
             dead,
@@ -222,11 +231,23 @@ impl Preparer {
             }
             value.write_json(&mut self.key);
         }
+        if let Some(&missing) = self.spec.required.iter().find(|&&f| fields[f].is_none()) {
+            let detail = format!("missing required field `{}`", self.spec.fields[missing]);
+            self.dead
+                .push(Reason::Malformed, &detail, partition, offset, line);
+            return;
+        }
         let spec = &self.spec;
-        for (w, window) in spec.windows.iter().enumerate() {
-            window.kind.assign(ts, |start, end| {
+        for (w, assigner) in self.assigners.iter_mut().enumerate() {
+            assigner.assign(ts, |start, end| {
                 let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
-                let accs = match per_key.get_mut(self.key.as_str()) {
+                let existing = if spec.group_by.is_empty() {
+                    // Without group-by the only key is "": no string compare (a `memcmp` call).
+                    per_key.values_mut().next()
+                } else {
+                    per_key.get_mut(self.key.as_str())
+                };
+                let accs = match existing {
                     Some(accs) => accs,
                     None => per_key.entry(self.key.as_str().into()).or_insert_with(|| {
                         spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()

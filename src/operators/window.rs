@@ -82,6 +82,8 @@ struct RowRenderer {
     labels: Vec<Option<String>>,
     group_names: Vec<String>,
     agg_names: Vec<String>,
+    /// `"<name>_rse":<error>` for approximate aggregates, written after their value.
+    agg_errors: Vec<Option<String>>,
 }
 
 impl RowRenderer {
@@ -99,6 +101,17 @@ impl RowRenderer {
                 .collect(),
             group_names: spec.group_by.iter().map(|(name, _)| quoted(name)).collect(),
             agg_names: spec.aggregates.iter().map(|a| quoted(&a.name)).collect(),
+            agg_errors: spec
+                .aggregates
+                .iter()
+                .map(|a| {
+                    a.kind.relative_standard_error().map(|rse| {
+                        let mut field = format!(",{}:", quoted(&format!("{}_rse", a.name)));
+                        crate::aggregate::write_f64(&mut field, rse);
+                        field
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -122,11 +135,14 @@ impl RowRenderer {
             row.push(':');
             row.push_str(value);
         }
-        for (name, acc) in self.agg_names.iter().zip(accs) {
+        for ((name, error), acc) in self.agg_names.iter().zip(&self.agg_errors).zip(accs) {
             row.push(',');
             row.push_str(name);
             row.push(':');
-            acc.write_json(&mut row);
+            acc.write_json(start, end, &mut row);
+            if let Some(error) = error {
+                row.push_str(error);
+            }
         }
         row.push('}');
         let mut row_key = String::with_capacity(start_text.len() + end_text.len() + key.len() + 16);
