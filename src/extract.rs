@@ -5,6 +5,12 @@
 //! root one. A repeated root key keeps its last value (as JavaScript and serde_json's `Value` do).
 //! Anything that is not a JSON object is an `Err` with a short reason for the dead-letter record.
 //! Values borrow from the input line when they contain no escapes.
+//!
+//! `Extractor` picks the record format a dataflow declares (`[input] format`): JSON objects
+//! (above) or CSV lines (`csv_line`); `derive` computes declared derived fields afterwards.
+
+pub mod csv_line;
+pub mod derive;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
@@ -65,6 +71,66 @@ impl Scalar<'_> {
 pub fn write_json_string(out: &mut String, text: &str) {
     // serde_json's escaping is correct for every control character and quote.
     out.push_str(&serde_json::to_string(text).expect("strings always serialize"));
+}
+
+/// What an input line turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    Record,
+    /// A CSV header row: not a record, skipped.
+    Header,
+}
+
+/// The record parser of a dataflow's input format.
+pub enum Extractor {
+    Json(JsonExtractor),
+    Csv(csv_line::CsvExtractor),
+}
+
+impl Extractor {
+    /// The extractor for `spec`; fails when a field the dataflow reads is not a CSV column.
+    pub fn for_spec(spec: &crate::spec::Spec) -> anyhow::Result<Self> {
+        use crate::spec::InputFormat;
+        Ok(match &spec.input {
+            InputFormat::Jsonl => Extractor::Json(JsonExtractor::new(spec.fields.clone())),
+            InputFormat::Csv {
+                columns,
+                header,
+                trim,
+            } => {
+                if columns.is_empty() {
+                    anyhow::bail!("input.columns: not declared, and no header row was read");
+                }
+                let mut positions = Vec::new();
+                for (i, name) in spec.fields.iter().enumerate() {
+                    let position = columns.iter().position(|c| c == name);
+                    let derived = spec.derived.iter().any(|d| d.target == i);
+                    if position.is_none() && !derived {
+                        anyhow::bail!("input.columns: the dataflow reads `{name}`, which is not a column ({})", columns.join(", "));
+                    }
+                    positions.push(position);
+                }
+                Extractor::Csv(csv_line::CsvExtractor::new(
+                    columns.clone(),
+                    positions,
+                    *trim,
+                    *header,
+                ))
+            }
+        })
+    }
+
+    /// Fills `out` (one slot per dataflow field) from `line`.
+    pub fn extract<'a>(
+        &self,
+        line: &'a [u8],
+        out: &mut Vec<Option<Scalar<'a>>>,
+    ) -> Result<Line, String> {
+        match self {
+            Extractor::Json(json) => json.extract(line, out).map(|()| Line::Record),
+            Extractor::Csv(csv) => csv.extract(line, out),
+        }
+    }
 }
 
 /// Extracts root-level fields from a JSON object line.

@@ -1,14 +1,15 @@
 //! Record preparation: one input line in, pre-aggregated partial results out.
 //!
-//! Contract: `Preparer::line` runs a record through parse -> event time -> partition clock ->
-//! filter -> group key -> window assignment -> local accumulator. Every record ends up in exactly
+//! Contract: `Preparer::line` runs a record through parse (JSON or CSV, then derived fields) ->
+//! event time -> partition clock -> filter -> required fields -> group key -> aggregate values ->
+//! window pane -> local accumulator. Every record ends up in exactly
 //! one place: a partial aggregate, the `filtered` counter, or the dead-letter output with its
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
 //! for their partition, so a partial sent at the source's watermark can never reach a closed window.
 
 use crate::aggregate::Acc;
-use crate::extract::{JsonExtractor, Scalar};
+use crate::extract::{derive, Extractor, Line, Scalar};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
@@ -24,6 +25,7 @@ pub struct Partial {
     pub route: u64,
     /// Index into `Spec::windows`.
     pub window: u32,
+    /// The pane `[start, end)` (for tumbling windows, the window itself).
     pub start: u64,
     pub end: u64,
     /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
@@ -68,7 +70,9 @@ type WindowId = (u32, u64, u64);
 /// Turns lines into partial aggregates; one per worker.
 pub struct Preparer {
     spec: Arc<Spec>,
-    extractor: JsonExtractor,
+    extractor: Extractor,
+    /// Per aggregate, the value the current record folds in.
+    values: Vec<Option<f64>>,
     accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
     key: String,
     dead: DeadLetters,
@@ -80,10 +84,12 @@ pub struct Preparer {
 
 impl Preparer {
     pub fn new(spec: Arc<Spec>, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
-        let extractor = JsonExtractor::new(spec.fields.clone());
+        let extractor =
+            Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
         Preparer {
             spec,
             extractor,
+            values: Vec::new(),
             accumulators: FxHashMap::default(),
             key: String::new(),
             dead,
@@ -101,7 +107,9 @@ impl Preparer {
     /// The event time of a line, if it has a valid one (used to read ahead for a partition's reference).
     pub fn event_time(&self, line: &[u8]) -> Option<u64> {
         let mut fields = Vec::new();
-        self.extractor.extract(line, &mut fields).ok()?;
+        if self.parse(line, &mut fields) != Ok(Line::Record) {
+            return None;
+        }
         let value = fields[self.spec.time.field].as_ref()?;
         self.spec.time.unit.to_millis(value).ok()
     }
@@ -111,10 +119,17 @@ impl Preparer {
         self.records += 1;
         self.bytes += line.len() as u64 + 1;
         let mut fields = Vec::new();
-        if let Err(reason) = self.extractor.extract(line, &mut fields) {
-            self.dead
-                .push(Reason::Malformed, &reason, &partition.name, offset, line);
-            return;
+        match self.parse(line, &mut fields) {
+            Ok(Line::Record) => {}
+            Ok(Line::Header) => {
+                self.records -= 1;
+                return;
+            }
+            Err(reason) => {
+                self.dead
+                    .push(Reason::Malformed, &reason, &partition.name, offset, line);
+                return;
+            }
         }
         let ts = match &fields[self.spec.time.field] {
             None => Err("missing time field"),
@@ -179,7 +194,7 @@ impl Preparer {
     fn accept_line(&mut self, partition: &str, offset: u64, line: &[u8]) {
         let mut fields = Vec::new();
         // Held lines were parsed once already; parsing is deterministic.
-        if self.extractor.extract(line, &mut fields).is_ok() {
+        if self.parse(line, &mut fields).is_ok() {
             if let Some(ts) = fields[self.spec.time.field]
                 .as_ref()
                 .and_then(|v| self.spec.time.unit.to_millis(v).ok())
@@ -187,6 +202,19 @@ impl Preparer {
                 self.accept(partition, offset, line, &fields, ts);
             }
         }
+    }
+
+    /// Extracts the dataflow's fields from a line and computes the derived ones.
+    fn parse<'a>(
+        &self,
+        line: &'a [u8],
+        fields: &mut Vec<Option<Scalar<'a>>>,
+    ) -> Result<Line, String> {
+        let kind = self.extractor.extract(line, fields)?;
+        if kind == Line::Record {
+            derive::apply(&self.spec.derived, fields)?;
+        }
+        Ok(kind)
     }
 
     fn passes_filter(&self, fields: &[Option<Scalar<'_>>]) -> bool {
@@ -209,6 +237,29 @@ impl Preparer {
             self.filtered += 1;
             return;
         }
+        for (name, index) in &self.spec.required {
+            if matches!(fields[*index], None | Some(Scalar::Null)) {
+                let detail = format!("missing required field `{name}`");
+                self.dead
+                    .push(Reason::Malformed, &detail, partition, offset, line);
+                return;
+            }
+        }
+        self.values.clear();
+        for agg in &self.spec.aggregates {
+            let value = agg.field.and_then(|f| fields[f].as_ref());
+            match agg.kind.value_of(value) {
+                Ok(v) => self.values.push(v),
+                Err(reason) => {
+                    let field =
+                        &self.spec.fields[agg.field.expect("numeric aggregates read a field")];
+                    let detail = format!("`{field}` {reason} (aggregate `{}`)", agg.name);
+                    self.dead
+                        .push(Reason::Malformed, &detail, partition, offset, line);
+                    return;
+                }
+            }
+        }
         self.key.clear();
         for (i, (name, index)) in self.spec.group_by.iter().enumerate() {
             let Some(value) = &fields[*index] else {
@@ -224,18 +275,17 @@ impl Preparer {
         }
         let spec = &self.spec;
         for (w, window) in spec.windows.iter().enumerate() {
-            window.kind.assign(ts, |start, end| {
-                let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
-                let accs = match per_key.get_mut(self.key.as_str()) {
-                    Some(accs) => accs,
-                    None => per_key.entry(self.key.as_str().into()).or_insert_with(|| {
-                        spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()
-                    }),
-                };
-                for (acc, agg) in accs.iter_mut().zip(&spec.aggregates) {
-                    acc.update(agg.field.and_then(|f| fields[f].as_ref()));
-                }
-            });
+            let (start, end) = window.kind.pane(ts);
+            let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
+            let accs = match per_key.get_mut(self.key.as_str()) {
+                Some(accs) => accs,
+                None => per_key
+                    .entry(self.key.as_str().into())
+                    .or_insert_with(|| spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()),
+            };
+            for (acc, value) in accs.iter_mut().zip(&self.values) {
+                acc.update(*value);
+            }
         }
     }
 
