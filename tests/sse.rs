@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{sorted_lines, streamstats, BIN};
+use common::{generate, sorted_lines, streamstats, BIN};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A running `serve-sse`, stopped when dropped.
 struct Server {
@@ -43,8 +43,9 @@ impl Drop for Server {
     }
 }
 
-fn run(dataflow: &str, input: &str, dead: &Path) -> Vec<String> {
-    let output = streamstats(&[
+/// Runs a dataflow at `-w 2`; the process output (it must succeed).
+fn run(dataflow: &str, input: &str, dead: &Path) -> Output {
+    streamstats(&[
         "run",
         dataflow,
         "--input",
@@ -53,39 +54,18 @@ fn run(dataflow: &str, input: &str, dead: &Path) -> Vec<String> {
         "2",
         "--dead-letter",
         dead.to_str().unwrap(),
-    ]);
-    sorted_lines(&output.stdout)
+    ])
 }
 
 #[test]
 fn dropped_connections_resume_without_loss_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let (input, dead) = (dir.path().join("sps.jsonl"), dir.path().join("dead.jsonl"));
-    streamstats(&[
-        "generate",
-        "sps",
-        "--events",
-        "6000",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
-    let expected = run("dataflows/sps.toml", input.to_str().unwrap(), &dead);
+    generate("sps", &input, &["--events", "6000"]);
+    let expected = sorted_lines(&run("dataflows/sps.toml", input.to_str().unwrap(), &dead).stdout);
     assert!(!expected.is_empty());
     let server = Server::start(&input, &["--drop-after", "1700"]);
-    let output = Command::new(BIN)
-        .args([
-            "run",
-            "dataflows/sps.toml",
-            "--input",
-            &server.url,
-            "-w",
-            "2",
-        ])
-        .args(["--dead-letter", dead.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    let output = run("dataflows/sps.toml", &server.url, &dead);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
         log.matches("reconnecting").count() >= 3,
@@ -99,18 +79,9 @@ fn dropped_connections_resume_without_loss_or_repeats() {
 fn malformed_payloads_go_to_dead_letters_and_csv_works_too() {
     let dir = tempfile::tempdir().unwrap();
     let (input, dead) = (dir.path().join("trades.csv"), dir.path().join("dead.jsonl"));
-    streamstats(&[
-        "generate",
-        "trades",
-        "--events",
-        "5000",
-        "--rate",
-        "20",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+    generate("trades", &input, &["--events", "5000", "--rate", "20"]);
     let server = Server::start(&input, &["--malformed-fraction", "0.05", "--rate", "20000"]);
-    let got = run("dataflows/stock-moving-average.toml", &server.url, &dead);
+    let got = sorted_lines(&run("dataflows/stock-moving-average.toml", &server.url, &dead).stdout);
     // Expected: the file run without the lines the server busted (dead-letter offsets are ids).
     let dead_letters = std::fs::read_to_string(&dead).unwrap();
     let busted: Vec<u64> = dead_letters
@@ -131,10 +102,12 @@ fn malformed_payloads_go_to_dead_letters_and_csv_works_too() {
         .collect();
     let filtered = dir.path().join("kept.csv");
     std::fs::write(&filtered, kept.join("\n")).unwrap();
+    let none = dir.path().join("none.jsonl");
     let expected = run(
         "dataflows/stock-moving-average.toml",
         filtered.to_str().unwrap(),
-        &dir.path().join("none.jsonl"),
+        &none,
     );
+    let expected = sorted_lines(&expected.stdout);
     assert_eq!(got, expected);
 }

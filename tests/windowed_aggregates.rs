@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_same_rows, parse_rows, reference, sorted_lines, streamstats};
+use common::{assert_same_rows, generate, parse_rows, reference, sorted_lines, streamstats};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -43,22 +43,22 @@ fn stock_moving_average_matches_the_reference_for_any_worker_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("trades.csv");
     let dead = dir.path().join("dead.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "trades",
-        "--events",
-        "30000",
-        "--rate",
-        "25",
-        "--disorder-ms",
-        "3000",
-        "--malformed-fraction",
-        "0.01",
-        "--seed",
-        "7",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+        &input,
+        &[
+            "--events",
+            "30000",
+            "--rate",
+            "25",
+            "--disorder-ms",
+            "3000",
+            "--malformed-fraction",
+            "0.01",
+            "--seed",
+            "7",
+        ],
+    );
     let (expected, malformed) = stock_reference(&input);
     assert!(malformed > 100, "the data should hold malformed lines");
     let one = run_stock(&input, "1", &dead);
@@ -204,18 +204,18 @@ fn page_views_by_path_and_campaign() {
         dir.path().join("views.jsonl"),
         dir.path().join("dead.jsonl"),
     );
-    streamstats(&[
-        "generate",
+    generate(
         "page-views",
-        "--events",
-        "20000",
-        "--rate",
-        "100",
-        "--malformed-fraction",
-        "0.02",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+        &input,
+        &[
+            "--events",
+            "20000",
+            "--rate",
+            "100",
+            "--malformed-fraction",
+            "0.02",
+        ],
+    );
     let got = parse_rows(
         &streamstats(&[
             "run",

@@ -116,20 +116,17 @@ impl Preparer {
 
     /// Processes one record of `partition` found at `offset`.
     pub fn line(&mut self, partition: &mut PartitionState, offset: u64, line: &[u8]) {
-        self.records += 1;
         self.bytes += line.len() as u64 + 1;
         let mut fields = Vec::new();
-        match self.parse(line, &mut fields) {
-            Ok(Line::Record) => {}
-            Ok(Line::Header) => {
-                self.records -= 1;
-                return;
-            }
-            Err(reason) => {
-                self.dead
-                    .push(Reason::Malformed, &reason, &partition.name, offset, line);
-                return;
-            }
+        let parsed = self.parse(line, &mut fields);
+        if parsed == Ok(Line::Header) {
+            return; // a CSV header row is not a record
+        }
+        self.records += 1;
+        if let Err(reason) = parsed {
+            self.dead
+                .push(Reason::Malformed, &reason, &partition.name, offset, line);
+            return;
         }
         let ts = match &fields[self.spec.time.field] {
             None => Err("missing time field"),

@@ -22,6 +22,13 @@ pub fn streamstats(args: &[&str]) -> Output {
     output
 }
 
+/// `streamstats generate KIND --out OUT EXTRA...`.
+pub fn generate(kind: &str, out: &Path, extra: &[&str]) {
+    let mut args = vec!["generate", kind, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    streamstats(&args);
+}
+
 /// Result rows of a run, sorted, as text lines.
 pub fn sorted_lines(text: &[u8]) -> Vec<String> {
     let mut lines: Vec<String> = String::from_utf8_lossy(text)
