@@ -92,6 +92,45 @@ fn real_stock_sample_matches_the_reference() {
     assert_same_rows(&got, &expected);
 }
 
+#[test]
+fn csv_columns_can_come_from_a_header_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, with_header) = (dir.path().join("plain.csv"), dir.path().join("header.csv"));
+    generate("trades", &plain, &["--events", "3000", "--rate", "10"]);
+    let body = std::fs::read_to_string(&plain).unwrap();
+    std::fs::write(&with_header, format!("{}\n{body}", STOCK_COLUMNS.join(","))).unwrap();
+    let dataflow = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/stock-moving-average.toml"),
+    )
+    .unwrap()
+    .replace("header = false", "header = true")
+    .lines()
+    .filter(|l| !l.starts_with("columns"))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let header_dataflow = dir.path().join("header.toml");
+    std::fs::write(&header_dataflow, dataflow).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let expected = sorted_lines(&run_stock(&plain, "1", &dead));
+    let got = streamstats(&[
+        "run",
+        header_dataflow.to_str().unwrap(),
+        "--input",
+        with_header.to_str().unwrap(),
+        "-w",
+        "2",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    assert_eq!(sorted_lines(&got.stdout), expected);
+    assert_eq!(
+        std::fs::read_to_string(&dead).unwrap(),
+        "",
+        "the header row is no dead letter"
+    );
+    assert!(String::from_utf8_lossy(&got.stderr).contains("3000 records"));
+}
+
 const EDGES: &str = r#"
 name = "edges"
 group_by = ["k"]

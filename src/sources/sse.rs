@@ -430,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_are_decoded() {
+        let body = "5\r\ndata:\r\n7;ext=1\r\n hello\n\r\n0\r\n\r\n";
+        let mut decoded = String::new();
+        Chunked::new(BufReader::new(body.as_bytes()))
+            .read_to_string(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, "data: hello\n");
+    }
+
+    #[test]
     fn a_cut_off_event_is_discarded() {
         let mut p = EventParser::default();
         for l in ["id: 1", "data: one", "", "id: 2", "data: tw"] {
