@@ -46,7 +46,11 @@ pub fn window_aggregate<'scope>(
                 for p in data.drain(..) {
                     // IMPORTANT: never re-open a window the frontier has passed.
                     if p.end <= closed_until {
-                        crate::fatal(&format!("partial for a pane ending {} after its window was emitted (source invariant broken)", p.end));
+                        crate::fatal(&format!(
+                            "partial for a pane ending {} after its window was emitted \
+                             (source invariant broken)",
+                            p.end
+                        ));
                     }
                     let kind = &spec.windows[p.window as usize].kind;
                     kind.windows_of_pane(p.start, |start, end| {
@@ -85,8 +89,13 @@ pub fn window_aggregate<'scope>(
                 }
                 // Panes before the next window's start belong to no window still to emit.
                 let next = kind.next_window_start(start);
-                let done: Vec<_> = panes.range((window_index, 0)..(window_index, next)).map(|(k, _)| *k).collect();
-                done.iter().for_each(|k| { panes.remove(k); });
+                let done: Vec<_> = panes
+                    .range((window_index, 0)..(window_index, next))
+                    .map(|(k, _)| *k)
+                    .collect();
+                done.iter().for_each(|k| {
+                    panes.remove(k);
+                });
                 let mut rows: Vec<ResultRow> = per_key
                     .iter()
                     .map(|(key, accs)| renderer.render(window_index, start, end, key, accs))
