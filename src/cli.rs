@@ -26,7 +26,9 @@ struct Cli {
 enum Command {
     /// Run a dataflow over a file, stdin, or (without --input) the built-in live generator.
     Run(RunArgs),
-    /// Write deterministic synthetic events as JSONL.
+    /// Serve a line file as a server-sent event stream on 127.0.0.1 (ids = line numbers).
+    ServeSse(ServeSseArgs),
+    /// Write deterministic synthetic events (sps, page-views: JSONL; trades: CSV).
     Generate(GenerateArgs),
 }
 
@@ -34,7 +36,8 @@ enum Command {
 struct RunArgs {
     /// Dataflow file, e.g. dataflows/sps.toml.
     dataflow: PathBuf,
-    /// Input: a JSONL file, FILE.gz, or - for stdin. Without it: the built-in live generator.
+    /// Input: a JSONL or CSV file, FILE.gz, - for stdin, or sse+http://HOST:PORT/PATH (server-sent
+    /// events). Without it: the built-in live generator.
     #[arg(long)]
     input: Option<String>,
     /// Result rows as JSONL: a file or - (stdout). With several processes each writes FILE.pN.EXT.
@@ -70,8 +73,28 @@ struct RunArgs {
 }
 
 #[derive(Parser)]
+struct ServeSseArgs {
+    /// The file whose lines are sent as events (JSONL or CSV).
+    file: PathBuf,
+    /// TCP port on 127.0.0.1; 0 picks a free one (printed on stdout).
+    #[arg(long)]
+    port: u16,
+    /// Events per second per connection; unpaced when absent.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Share of events sent with a busted payload (chosen by line number and --seed).
+    #[arg(long, default_value_t = 0.0)]
+    malformed_fraction: f64,
+    /// Testing: cut every connection after this many events, inside the next one.
+    #[arg(long)]
+    drop_after: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Parser)]
 struct GenerateArgs {
-    /// Kind of events: sps, frames.
+    /// Kind of events: sps, frames, trades or page-views.
     kind: String,
     #[arg(long)]
     events: u64,
@@ -103,6 +126,7 @@ struct GenerateArgs {
 pub fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args),
+        Command::ServeSse(args) => serve_sse(args),
         Command::Generate(args) => {
             for (name, value) in [
                 ("--late-fraction", args.late_fraction),
@@ -128,6 +152,25 @@ pub fn main() -> Result<()> {
     }
 }
 
+fn serve_sse(args: ServeSseArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.malformed_fraction) {
+        bail!("--malformed-fraction: must be between 0 and 1");
+    }
+    if args.rate == Some(0) {
+        bail!("--rate: must be at least 1");
+    }
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let options = crate::serve_sse::ServeOptions {
+        port: args.port,
+        rate: args.rate,
+        malformed_fraction: args.malformed_fraction,
+        drop_after: args.drop_after,
+        seed: args.seed,
+    };
+    crate::serve_sse::serve(text.lines().map(String::from).collect(), options)
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let mut spec = Spec::load(&args.dataflow)?;
     if let Some(bound) = &args.max_out_of_orderness {
@@ -139,7 +182,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let cluster = cluster(&args)?;
     if let Some(input) = &args.input {
-        if input != "-" && !std::path::Path::new(input).is_file() {
+        if input.starts_with(crate::sources::sse::SCHEME) {
+            crate::sources::sse::SseUrl::parse(input).context("--input")?;
+        } else if input != "-" && !std::path::Path::new(input).is_file() {
             bail!("--input: {input} is not a readable file");
         }
     }

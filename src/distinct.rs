@@ -31,11 +31,8 @@ impl ExactSet {
         self.hashes.insert(hash);
     }
 
-    pub fn merge(&mut self, mut other: ExactSet) {
-        if other.hashes.len() > self.hashes.len() {
-            std::mem::swap(&mut self.hashes, &mut other.hashes);
-        }
-        self.hashes.extend(other.hashes);
+    pub fn merge(&mut self, other: &ExactSet) {
+        self.hashes.extend(other.hashes.iter().copied());
     }
 
     pub fn len(&self) -> usize {
@@ -158,7 +155,7 @@ mod tests {
         let (mut a, mut b) = (ExactSet::default(), ExactSet::default());
         hashes(0..1000).for_each(|h| a.insert(h));
         hashes(500..1500).for_each(|h| b.insert(h));
-        a.merge(b);
+        a.merge(&b);
         assert_eq!(a.len(), 1500);
     }
 

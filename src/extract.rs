@@ -9,7 +9,12 @@
 //! `JsonExtractor::extract` runs the root-level scanner in `scan`; `extract_with_serde_json` is
 //! the serde_json reference it is fuzz-tested against (and benchmarked against by
 //! `examples/extract_throughput.rs`).
+//!
+//! `Extractor` picks the record format a dataflow declares (`[input] format`): JSON objects
+//! (above) or CSV lines (`csv_line`); `derive` computes declared derived fields afterwards.
 
+pub mod csv_line;
+pub mod derive;
 mod scan;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -82,6 +87,62 @@ pub fn write_json_string(out: &mut String, text: &str) {
 
 /// Extracted field values, indexed like the extractor's field list (inline: no allocation).
 pub type Fields<'a> = smallvec::SmallVec<[Option<Scalar<'a>>; 8]>;
+
+/// What an input line turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    Record,
+    /// A CSV header row: not a record, skipped.
+    Header,
+}
+
+/// The record parser of a dataflow's input format.
+pub enum Extractor {
+    Json(JsonExtractor),
+    Csv(csv_line::CsvExtractor),
+}
+
+impl Extractor {
+    /// The extractor for `spec`; fails when a field the dataflow reads is not a CSV column.
+    pub fn for_spec(spec: &crate::spec::Spec) -> anyhow::Result<Self> {
+        use crate::spec::InputFormat;
+        Ok(match &spec.input {
+            InputFormat::Jsonl => Extractor::Json(JsonExtractor::new(spec.fields.clone())),
+            InputFormat::Csv {
+                columns,
+                header,
+                trim,
+            } => {
+                if columns.is_empty() {
+                    anyhow::bail!("input.columns: not declared, and no header row was read");
+                }
+                let mut positions = Vec::new();
+                for (i, name) in spec.fields.iter().enumerate() {
+                    let position = columns.iter().position(|c| c == name);
+                    let derived = spec.derived.iter().any(|d| d.target == i);
+                    if position.is_none() && !derived {
+                        anyhow::bail!("input.columns: the dataflow reads `{name}`, which is not a column ({})", columns.join(", "));
+                    }
+                    positions.push(position);
+                }
+                Extractor::Csv(csv_line::CsvExtractor::new(
+                    columns.clone(),
+                    positions,
+                    *trim,
+                    *header,
+                ))
+            }
+        })
+    }
+
+    /// Fills `out` (one slot per dataflow field) from `line`.
+    pub fn extract<'a>(&self, line: &'a [u8], out: &mut Fields<'a>) -> Result<Line, String> {
+        match self {
+            Extractor::Json(json) => json.extract(line, out).map(|()| Line::Record),
+            Extractor::Csv(csv) => csv.extract(line, out),
+        }
+    }
+}
 
 /// Extracts root-level fields from a JSON object line.
 pub struct JsonExtractor {

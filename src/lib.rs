@@ -12,6 +12,7 @@ pub mod generate;
 pub mod metrics;
 pub mod operators;
 pub mod pipeline;
+pub mod serve_sse;
 pub mod sinks;
 pub mod sources;
 pub mod spec;

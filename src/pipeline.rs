@@ -11,7 +11,7 @@ use crate::operators::prepare::Preparer;
 use crate::operators::window::window_aggregate;
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
-use crate::sources::{self, file, generator::LivePartition, Partition};
+use crate::sources::{self, file, generator::LivePartition, sse, Partition};
 use crate::spec::Spec;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::AtomicBool;
@@ -43,7 +43,9 @@ pub struct RunOptions {
     pub max_records: Option<u64>,
 }
 
-pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
+pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
+    read_csv_header(&mut spec, options.input.as_deref())?;
+    crate::extract::Extractor::for_spec(&spec)?; // fail at start-up, not in a worker
     let spec = Arc::new(spec);
     let metrics = Metrics::new(cluster.workers);
     let output = open_sink(&options.output, &spec, cluster.process, cluster.processes)?;
@@ -112,6 +114,33 @@ pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A CSV dataflow with `header = true` and no declared columns takes them from the input's first
+/// line (a plain file: stdin and streams cannot be read twice).
+fn read_csv_header(spec: &mut Spec, input: Option<&str>) -> Result<()> {
+    use std::io::BufRead;
+    let crate::spec::InputFormat::Csv { columns, .. } = &mut spec.input else {
+        return Ok(());
+    };
+    if !columns.is_empty() {
+        return Ok(());
+    }
+    let path = input
+        .filter(|p| *p != "-" && std::path::Path::new(p).is_file())
+        .ok_or_else(|| anyhow!("input.columns: without declared columns the header is read from --input, which must be a file"))?;
+    let mut first = String::new();
+    std::io::BufReader::new(std::fs::File::open(path)?).read_line(&mut first)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .trim(csv::Trim::All)
+        .from_reader(first.as_bytes());
+    let header = reader
+        .records()
+        .next()
+        .ok_or_else(|| anyhow!("--input: {path} is empty, it has no CSV header row"))??;
+    *columns = header.iter().map(String::from).collect();
+    Ok(())
+}
+
 /// The partitions worker `index` of `peers` reads.
 fn partitions_for(
     spec: &Spec,
@@ -120,6 +149,13 @@ fn partitions_for(
     peers: usize,
 ) -> Vec<Box<dyn Partition>> {
     match &options.input {
+        // One live stream has one order: worker 0 reads it.
+        Some(url) if url.starts_with(sse::SCHEME) => match index {
+            0 => vec![Box::new(
+                sse::SsePartition::new(url).unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+            )],
+            _ => Vec::new(),
+        },
         Some(path) => file::partitions(path, options.chunk_size, index, peers)
             .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
         None => {

@@ -1,10 +1,12 @@
-//! Dataflow files: the declarative TOML that carries a job (time field, filter, windows, aggregates).
+//! Dataflow files: the declarative TOML that carries a job (input format, time field, filter,
+//! required and derived fields, windows, aggregates).
 //!
 //! Contract: `Spec::load` either returns a fully validated `Spec` or an error whose message starts
 //! with the file name and names the offending field (`time.unit`, `windows[1].size`, …). Nothing
 //! downstream re-validates: every index in a `Spec` points into `Spec::fields`.
 
 use crate::aggregate::AggKind;
+use crate::extract::derive::{Derived, UrlPart};
 use crate::time::{parse_duration_ms, TimeUnit};
 use crate::window::WindowKind;
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,12 +22,29 @@ pub struct Spec {
     pub fields: Vec<String>,
     pub time: TimeSpec,
     pub filters: Vec<Filter>,
-    /// Fields a record must have at the root; a record without one goes to the dead-letter output.
-    pub required: Vec<usize>,
     /// Group-by fields: output name and index into `fields`.
     pub group_by: Vec<(String, usize)>,
     pub windows: Vec<WindowSpec>,
     pub aggregates: Vec<AggSpec>,
+    /// Record format (`[input]`); JSON lines unless declared.
+    pub input: InputFormat,
+    /// Fields a record must have (present and not null), else it is dead-lettered as malformed.
+    pub required: Vec<(String, usize)>,
+    /// Derived fields (`[derive]`), computed after extraction.
+    pub derived: Vec<Derived>,
+}
+
+/// How input records are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One CSV record per line. `columns` empty with `header`: read from the file's first line.
+    Csv {
+        columns: Vec<String>,
+        header: bool,
+        trim: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -71,13 +90,35 @@ struct RawSpec {
     description: String,
     #[serde(default)]
     group_by: Vec<String>,
-    #[serde(default)]
-    required: Vec<String>,
     time: RawTime,
     #[serde(default)]
     filter: BTreeMap<String, OneOrMany>,
     windows: Vec<RawWindow>,
     aggregates: Vec<RawAggregate>,
+    input: Option<RawInput>,
+    #[serde(default)]
+    required: Vec<String>,
+    #[serde(default)]
+    derive: BTreeMap<String, RawDerive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    format: String,
+    #[serde(default)]
+    header: bool,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default)]
+    trim: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDerive {
+    from: String,
+    extract: String,
 }
 
 #[derive(Deserialize)]
@@ -196,15 +237,6 @@ impl Spec {
             });
         }
 
-        let mut required = Vec::new();
-        for (i, name) in raw.required.iter().enumerate() {
-            let field = field_index(name, &format!("required[{i}]"))?;
-            if required.contains(&field) {
-                bail!("required[{i}]: `{name}` is listed twice");
-            }
-            required.push(field);
-        }
-
         let mut group_by = Vec::new();
         for (i, name) in raw.group_by.iter().enumerate() {
             if raw.group_by[..i].contains(name) {
@@ -268,15 +300,63 @@ impl Spec {
             });
         }
 
+        let input = match raw.input {
+            None => InputFormat::Jsonl,
+            Some(input) => match input.format.as_str() {
+                "jsonl" | "json" => {
+                    if input.header || input.trim || !input.columns.is_empty() {
+                        bail!("input: header, columns and trim apply to format = \"csv\" only");
+                    }
+                    InputFormat::Jsonl
+                }
+                "csv" => {
+                    if input.columns.is_empty() && !input.header {
+                        bail!("input.columns: declare the columns, or set header = true");
+                    }
+                    InputFormat::Csv {
+                        columns: input.columns,
+                        header: input.header,
+                        trim: input.trim,
+                    }
+                }
+                other => bail!("input.format: unknown format `{other}` (expected jsonl or csv)"),
+            },
+        };
+
+        let mut required = Vec::new();
+        for (i, name) in raw.required.iter().enumerate() {
+            if raw.required[..i].contains(name) {
+                bail!("required[{i}]: `{name}` is listed twice");
+            }
+            required.push((name.clone(), field_index(name, &format!("required[{i}]"))?));
+        }
+
+        let mut derived = Vec::new();
+        for (name, d) in &raw.derive {
+            let at = format!("derive.{name}");
+            let part = UrlPart::parse(&d.extract).with_context(|| format!("{at}.extract"))?;
+            if raw.derive.contains_key(&d.from) || d.from == *name {
+                bail!("{at}.from: `{}` is itself derived", d.from);
+            }
+            derived.push(Derived {
+                target: field_index(name, &at)?,
+                source: field_index(&d.from, &format!("{at}.from"))?,
+                source_name: d.from.clone(),
+                part,
+            });
+        }
+
         Ok(Spec {
             name: raw.name,
             fields,
             time,
             filters,
-            required,
             group_by,
             windows,
             aggregates,
+            input,
+            required,
+            derived,
         })
     }
 }
@@ -328,7 +408,7 @@ mod tests {
         let text = include_str!("../dataflows/unique-users.toml");
         let spec = Spec::parse(text).unwrap();
         assert_eq!(spec.fields, vec!["ts", "uid"]);
-        assert_eq!(spec.required, vec![1]);
+        assert_eq!(spec.required, vec![("uid".to_string(), 1)]);
         assert_eq!(spec.windows.len(), 6);
         let approx = text.replace("mode = \"exact\"", "mode = \"approx\"\nprecision = 12");
         let spec = Spec::parse(&approx).unwrap();
@@ -363,6 +443,14 @@ mod tests {
             error_of(&SPS.replace("max_out_of_orderness", "max_out_of_order"))
                 .contains("max_out_of_order")
         );
+        let csv = format!("{SPS}\n[input]\nformat = \"csv\"\n");
+        assert!(error_of(&csv).contains("input.columns"));
+        let derive = format!("{SPS}\n[derive]\npath = {{ from = \"url\", extract = \"path\" }}\n");
+        assert!(error_of(&derive).contains("derive.path.extract"));
+        let sliding = SPS.replace("\"tumbling\"", "\"sliding\"");
+        assert!(error_of(&sliding).contains("windows[0]: slide"));
+        assert!(error_of(&SPS.replace("fn = \"count\"", "fn = \"sum\""))
+            .contains("aggregates[0].field"));
         assert!(error_of(&SPS.replace(
             "name = \"sps\"\n        fn",
             "name = \"device\"\n        fn"

@@ -1,9 +1,16 @@
-//! Window assignment: which windows an event time belongs to.
+//! Window assignment: which windows an event time belongs to, via panes.
 //!
-//! Contract: `assign` calls back with every `[start, end)` that contains `ts`, with `start <= ts <
-//! end`; windows are aligned to the Unix epoch (calendar windows to the UTC calendar), so
-//! assignment depends only on `ts`, never on arrival order or worker. `CachedAssigner` gives the
-//! same answers and skips the calendar arithmetic while records stay in the current window.
+//! Contract: windows are aligned to the Unix epoch (calendar windows to the UTC calendar), so
+//! assignment depends only on `ts`, never on arrival order or worker. Every window is a union of
+//! consecutive panes (for sliding windows `gcd(size, slide)` long; for tumbling and calendar
+//! windows the window itself), and a record updates exactly one pane per window spec:
+//! `pane(ts)`. `windows_of_pane` lists every window `[start, end)` that contains a pane, so a
+//! window's result combines its panes and no record is ever visited once per window. A sliding
+//! window `[k*slide, k*slide + size)` exists (and is emitted) for a key when at least one of its
+//! panes holds a record of that key; at the edges of the data that means the first window
+//! reported starts up to `size - slide` before the first record, and the last one ends up to
+//! `size` after the last record. `CachedAssigner` gives the same panes and skips the calendar
+//! arithmetic while records stay in the current period.
 
 use crate::spec::RawWindow;
 use crate::time::parse_duration_ms;
@@ -13,6 +20,9 @@ use anyhow::{bail, Context, Result};
 pub enum WindowKind {
     /// Fixed-size, non-overlapping windows `[k*size, (k+1)*size)`.
     Tumbling { size_ms: u64 },
+    /// Hopping windows `[k*slide, k*slide + size)`; each time lies in `size / slide` of them
+    /// (rounded up when `slide` does not divide `size`).
+    Sliding { size_ms: u64, slide_ms: u64 },
     /// UTC calendar periods: ISO weeks start on Monday; months and years have their true lengths.
     Calendar { unit: CalendarUnit },
 }
@@ -99,52 +109,100 @@ impl WindowKind {
             }
             Ok(())
         };
+        let duration = |field: &str, value: &Option<String>| -> Result<u64> {
+            let Some(text) = value else {
+                bail!("{field}: a {} window needs a {field}", raw.kind)
+            };
+            let ms = parse_duration_ms(text).with_context(|| field.to_string())?;
+            if ms == 0 {
+                bail!("{field}: must be greater than zero");
+            }
+            Ok(ms)
+        };
+        reject("gap", raw.gap.is_some())?;
+        if raw.kind != "calendar" {
+            reject("unit", raw.unit.is_some())?;
+        }
         match raw.kind.as_str() {
             "tumbling" => {
                 reject("slide", raw.slide.is_some())?;
-                reject("gap", raw.gap.is_some())?;
-                reject("unit", raw.unit.is_some())?;
-                let Some(size) = &raw.size else {
-                    bail!("size: a tumbling window needs a size")
-                };
-                let size_ms = parse_duration_ms(size).context("size")?;
-                if size_ms == 0 {
-                    bail!("size: must be greater than zero");
+                Ok(WindowKind::Tumbling {
+                    size_ms: duration("size", &raw.size)?,
+                })
+            }
+            "sliding" | "hopping" => {
+                let size_ms = duration("size", &raw.size)?;
+                let slide_ms = duration("slide", &raw.slide)?;
+                if slide_ms > size_ms {
+                    bail!("slide: must not exceed size (windows would leave gaps)");
                 }
-                Ok(WindowKind::Tumbling { size_ms })
+                Ok(WindowKind::Sliding { size_ms, slide_ms })
             }
             "calendar" => {
                 reject("size", raw.size.is_some())?;
                 reject("slide", raw.slide.is_some())?;
-                reject("gap", raw.gap.is_some())?;
                 let Some(unit) = &raw.unit else {
                     bail!("unit: a calendar window needs a unit (minute, hour, day, week, month, year)")
                 };
                 let unit = CalendarUnit::parse(unit).context("unit")?;
                 Ok(WindowKind::Calendar { unit })
             }
-            other => bail!("type: unknown window type `{other}` (expected tumbling, calendar)"),
+            other => bail!(
+                "type: unknown window type `{other}` (expected tumbling, sliding or calendar)"
+            ),
         }
     }
 
-    /// Calls `each(start, end)` for every window containing `ts`.
+    /// The pane `[start, end)` that `ts` updates.
     #[inline]
-    pub fn assign(&self, ts: u64, mut each: impl FnMut(u64, u64)) {
+    pub fn pane(&self, ts: u64) -> (u64, u64) {
+        let fixed = |pane: u64| {
+            let start = ts - ts % pane;
+            (start, start.saturating_add(pane))
+        };
+        match *self {
+            WindowKind::Tumbling { size_ms } => fixed(size_ms),
+            WindowKind::Sliding { size_ms, slide_ms } => fixed(gcd(size_ms, slide_ms)),
+            WindowKind::Calendar { unit } => unit.bounds(ts),
+        }
+    }
+
+    /// Calls `each(start, end)` for every window containing the pane starting at `pane_start`,
+    /// in increasing order.
+    pub fn windows_of_pane(&self, pane_start: u64, mut each: impl FnMut(u64, u64)) {
         match *self {
             WindowKind::Tumbling { size_ms } => {
-                let start = ts - ts % size_ms;
-                each(start, start.saturating_add(size_ms));
+                each(pane_start, pane_start.saturating_add(size_ms))
             }
-            WindowKind::Calendar { unit } => {
-                let (start, end) = unit.bounds(ts);
-                each(start, end);
+            WindowKind::Sliding { size_ms, slide_ms } => {
+                // Starts s = k*slide with s <= pane_start and s + size >= pane_start + pane.
+                let pane_end = pane_start + gcd(size_ms, slide_ms);
+                let last = pane_start - pane_start % slide_ms;
+                let mut start = last.saturating_sub(((size_ms - 1) / slide_ms) * slide_ms);
+                while start <= last {
+                    if start.saturating_add(size_ms) >= pane_end {
+                        each(start, start.saturating_add(size_ms));
+                    }
+                    start += slide_ms;
+                }
             }
+            WindowKind::Calendar { unit } => each(pane_start, unit.bounds(pane_start).1),
+        }
+    }
+
+    /// Start of the next window after the one starting at `start`: panes before it are in no
+    /// later window.
+    pub fn next_window_start(&self, start: u64) -> u64 {
+        match *self {
+            WindowKind::Tumbling { size_ms } => start.saturating_add(size_ms),
+            WindowKind::Sliding { slide_ms, .. } => start.saturating_add(slide_ms),
+            WindowKind::Calendar { unit } => unit.bounds(start).1,
         }
     }
 }
 
-/// Assigns windows like `WindowKind::assign`, remembering the last calendar period so that the
-/// calendar arithmetic runs only when a record leaves it. One per worker and window spec.
+/// Gives `WindowKind::pane`, remembering the last calendar period so that the calendar
+/// arithmetic runs only when a record leaves it. One per worker and window spec.
 pub struct CachedAssigner {
     kind: WindowKind,
     current: (u64, u64),
@@ -159,17 +217,25 @@ impl CachedAssigner {
     }
 
     #[inline]
-    pub fn assign(&mut self, ts: u64, mut each: impl FnMut(u64, u64)) {
+    pub fn pane(&mut self, ts: u64) -> (u64, u64) {
         match self.kind {
             WindowKind::Calendar { unit } => {
                 let (start, end) = self.current;
                 if !(start <= ts && ts < end) {
                     self.current = unit.bounds(ts);
                 }
-                each(self.current.0, self.current.1);
+                self.current
             }
-            _ => self.kind.assign(ts, each),
+            _ => self.kind.pane(ts),
         }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -187,9 +253,11 @@ mod tests {
         let mut cached = CachedAssigner::new(WindowKind::Calendar { unit });
         let mut got = vec![];
         // Warm the cache with a neighbouring period first: the answer must not depend on it.
-        cached.assign(ms(at) - 40 * DAY_MS, |_, _| {});
-        cached.assign(ms(at), |s, e| got.push((s, e)));
-        WindowKind::Calendar { unit }.assign(ms(at), |s, e| got.push((s, e)));
+        cached.pane(ms(at) - 40 * DAY_MS);
+        got.push(cached.pane(ms(at)));
+        got.push(WindowKind::Calendar { unit }.pane(ms(at)));
+        WindowKind::Calendar { unit }.windows_of_pane(got[0].0, |s, e| got.push((s, e)));
+        assert_eq!(got[0], got[2]);
         assert_eq!(got[0], got[1]);
         got[0]
     }
@@ -229,18 +297,66 @@ mod tests {
         );
     }
 
+    fn windows_of(w: &WindowKind, ts: u64) -> Vec<(u64, u64)> {
+        let mut got = vec![];
+        w.windows_of_pane(w.pane(ts).0, |s, e| got.push((s, e)));
+        got
+    }
+
     #[test]
     fn tumbling_is_epoch_aligned() {
         let w = WindowKind::Tumbling { size_ms: 1_000 };
-        let mut got = vec![];
-        w.assign(1_515_445_354_999, |s, e| got.push((s, e)));
-        w.assign(1_515_445_355_000, |s, e| got.push((s, e)));
         assert_eq!(
-            got,
-            vec![
-                (1_515_445_354_000, 1_515_445_355_000),
-                (1_515_445_355_000, 1_515_445_356_000)
-            ]
+            windows_of(&w, 1_515_445_354_999),
+            vec![(1_515_445_354_000, 1_515_445_355_000)]
         );
+        assert_eq!(
+            windows_of(&w, 1_515_445_355_000),
+            vec![(1_515_445_355_000, 1_515_445_356_000)]
+        );
+    }
+
+    #[test]
+    fn a_time_lies_in_every_window_that_contains_it() {
+        let kinds = [
+            WindowKind::Sliding {
+                size_ms: 300,
+                slide_ms: 60,
+            },
+            WindowKind::Sliding {
+                size_ms: 300,
+                slide_ms: 120,
+            },
+            WindowKind::Sliding {
+                size_ms: 100,
+                slide_ms: 100,
+            },
+            WindowKind::Sliding {
+                size_ms: 7,
+                slide_ms: 3,
+            },
+        ];
+        for w in &kinds {
+            let WindowKind::Sliding { size_ms, slide_ms } = *w else {
+                unreachable!()
+            };
+            for ts in 0..2_000u64 {
+                // Brute force: every aligned start whose window holds ts.
+                let expected: Vec<(u64, u64)> = (0..=ts)
+                    .filter(|s| s % slide_ms == 0 && ts < s + size_ms)
+                    .map(|s| (s, s + size_ms))
+                    .collect();
+                assert_eq!(windows_of(w, ts), expected, "{w:?} at {ts}");
+            }
+        }
+        let w = WindowKind::Sliding {
+            size_ms: 300_000,
+            slide_ms: 60_000,
+        };
+        assert_eq!(
+            w.pane(1_534_849_271_061),
+            (1_534_849_260_000, 1_534_849_320_000)
+        );
+        assert_eq!(windows_of(&w, 1_534_849_271_061).len(), 5);
     }
 }

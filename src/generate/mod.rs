@@ -8,14 +8,17 @@
 //! `bitflip_fraction` flips a high bit of the timestamp.
 
 pub mod frames;
+pub mod page_views;
 pub mod sps;
+pub mod trades;
 
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
 
-/// Writes one event of a given shape, with a given event time, as one JSON line (no newline).
+/// Writes one event of a given shape, with a given event time, as one line (no newline): a JSON
+/// object, or a CSV record for CSV shapes such as `trades`.
 pub trait EventShape: Send {
     fn write_event(&mut self, rng: &mut ChaCha8Rng, ts_ms: u64, out: &mut String);
     /// A line that is not a valid record of this shape.
@@ -35,7 +38,9 @@ pub fn shape_for(kind: &str) -> Result<Box<dyn EventShape>> {
     Ok(match kind {
         "sps" => Box::new(sps::SpsShape::new()),
         "frames" | "unique-users" => Box::new(frames::FramesShape::new()),
-        other => bail!("no generator for `{other}` (available: sps, frames)"),
+        "trades" | "stock-moving-average" => Box::new(trades::TradeShape::new()),
+        "page-views" => Box::new(page_views::PageViewShape::new()),
+        other => bail!("no generator for `{other}` (available: sps, frames, trades, page-views)"),
     })
 }
 

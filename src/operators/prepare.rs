@@ -1,14 +1,15 @@
 //! Record preparation: one input line in, pre-aggregated partial results out.
 //!
-//! Contract: `Preparer::line` runs a record through parse -> event time -> partition clock ->
-//! filter -> group key -> required fields -> window assignment -> local accumulator. Every record ends up in exactly
+//! Contract: `Preparer::line` runs a record through parse (JSON or CSV, then derived fields) ->
+//! event time -> partition clock -> filter -> required fields -> group key -> aggregate values ->
+//! window pane -> local accumulator. Every record ends up in exactly
 //! one place: a partial aggregate, the `filtered` counter, or the dead-letter output with its
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
 //! for their partition, so a partial sent at the source's watermark can never reach a closed window.
 
 use crate::aggregate::Acc;
-use crate::extract::{Fields, JsonExtractor, Scalar};
+use crate::extract::{derive, Extractor, Fields, Line, Scalar};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
@@ -25,6 +26,7 @@ pub struct Partial {
     pub route: u64,
     /// Index into `Spec::windows`.
     pub window: u32,
+    /// The pane `[start, end)` (for tumbling windows, the window itself).
     pub start: u64,
     pub end: u64,
     /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
@@ -69,9 +71,11 @@ type WindowId = (u32, u64, u64);
 /// Turns lines into partial aggregates; one per worker.
 pub struct Preparer {
     spec: Arc<Spec>,
-    extractor: JsonExtractor,
+    extractor: Extractor,
     /// One per `spec.windows` entry.
     assigners: Vec<CachedAssigner>,
+    /// Per aggregate, the number the current record folds in (numeric aggregates).
+    values: Vec<Option<f64>>,
     accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
     key: String,
     dead: DeadLetters,
@@ -83,7 +87,8 @@ pub struct Preparer {
 
 impl Preparer {
     pub fn new(spec: Arc<Spec>, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
-        let extractor = JsonExtractor::new(spec.fields.clone());
+        let extractor =
+            Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
         let assigners = spec
             .windows
             .iter()
@@ -93,6 +98,7 @@ impl Preparer {
             spec,
             extractor,
             assigners,
+            values: Vec::new(),
             accumulators: FxHashMap::default(),
             key: String::new(),
             dead,
@@ -110,17 +116,23 @@ impl Preparer {
     /// The event time of a line, if it has a valid one (used to read ahead for a partition's reference).
     pub fn event_time(&self, line: &[u8]) -> Option<u64> {
         let mut fields = Fields::new();
-        self.extractor.extract(line, &mut fields).ok()?;
+        if self.parse(line, &mut fields) != Ok(Line::Record) {
+            return None;
+        }
         let value = fields[self.spec.time.field].as_ref()?;
         self.spec.time.unit.to_millis(value).ok()
     }
 
     /// Processes one record of `partition` found at `offset`.
     pub fn line(&mut self, partition: &mut PartitionState, offset: u64, line: &[u8]) {
-        self.records += 1;
         self.bytes += line.len() as u64 + 1;
         let mut fields = Fields::new();
-        if let Err(reason) = self.extractor.extract(line, &mut fields) {
+        let parsed = self.parse(line, &mut fields);
+        if parsed == Ok(Line::Header) {
+            return; // a CSV header row is not a record
+        }
+        self.records += 1;
+        if let Err(reason) = parsed {
             self.dead
                 .push(Reason::Malformed, &reason, &partition.name, offset, line);
             return;
@@ -188,7 +200,7 @@ impl Preparer {
     fn accept_line(&mut self, partition: &str, offset: u64, line: &[u8]) {
         let mut fields = Fields::new();
         // Held lines were parsed once already; parsing is deterministic.
-        if self.extractor.extract(line, &mut fields).is_ok() {
+        if self.parse(line, &mut fields).is_ok() {
             if let Some(ts) = fields[self.spec.time.field]
                 .as_ref()
                 .and_then(|v| self.spec.time.unit.to_millis(v).ok())
@@ -196,6 +208,15 @@ impl Preparer {
                 self.accept(partition, offset, line, &fields, ts);
             }
         }
+    }
+
+    /// Extracts the dataflow's fields from a line and computes the derived ones.
+    fn parse<'a>(&self, line: &'a [u8], fields: &mut Fields<'a>) -> Result<Line, String> {
+        let kind = self.extractor.extract(line, fields)?;
+        if kind == Line::Record {
+            derive::apply(&self.spec.derived, fields)?;
+        }
+        Ok(kind)
     }
 
     fn passes_filter(&self, fields: &[Option<Scalar<'_>>]) -> bool {
@@ -218,6 +239,29 @@ impl Preparer {
             self.filtered += 1;
             return;
         }
+        for (name, index) in &self.spec.required {
+            if matches!(fields[*index], None | Some(Scalar::Null)) {
+                let detail = format!("missing required field `{name}`");
+                self.dead
+                    .push(Reason::Malformed, &detail, partition, offset, line);
+                return;
+            }
+        }
+        self.values.clear();
+        for agg in &self.spec.aggregates {
+            let value = agg.field.and_then(|f| fields[f].as_ref());
+            match agg.kind.value_of(value) {
+                Ok(v) => self.values.push(v),
+                Err(reason) => {
+                    let field =
+                        &self.spec.fields[agg.field.expect("numeric aggregates read a field")];
+                    let detail = format!("`{field}` {reason} (aggregate `{}`)", agg.name);
+                    self.dead
+                        .push(Reason::Malformed, &detail, partition, offset, line);
+                    return;
+                }
+            }
+        }
         self.key.clear();
         for (i, (name, index)) in self.spec.group_by.iter().enumerate() {
             let Some(value) = &fields[*index] else {
@@ -231,32 +275,25 @@ impl Preparer {
             }
             value.write_json(&mut self.key);
         }
-        if let Some(&missing) = self.spec.required.iter().find(|&&f| fields[f].is_none()) {
-            let detail = format!("missing required field `{}`", self.spec.fields[missing]);
-            self.dead
-                .push(Reason::Malformed, &detail, partition, offset, line);
-            return;
-        }
         let spec = &self.spec;
         for (w, assigner) in self.assigners.iter_mut().enumerate() {
-            assigner.assign(ts, |start, end| {
-                let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
-                let existing = if spec.group_by.is_empty() {
-                    // Without group-by the only key is "": no string compare (a `memcmp` call).
-                    per_key.values_mut().next()
-                } else {
-                    per_key.get_mut(self.key.as_str())
-                };
-                let accs = match existing {
-                    Some(accs) => accs,
-                    None => per_key.entry(self.key.as_str().into()).or_insert_with(|| {
-                        spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()
-                    }),
-                };
-                for (acc, agg) in accs.iter_mut().zip(&spec.aggregates) {
-                    acc.update(agg.field.and_then(|f| fields[f].as_ref()));
-                }
-            });
+            let (start, end) = assigner.pane(ts);
+            let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
+            let existing = if spec.group_by.is_empty() {
+                // Without group-by the only key is "": no string compare (a `memcmp` call).
+                per_key.values_mut().next()
+            } else {
+                per_key.get_mut(self.key.as_str())
+            };
+            let accs = match existing {
+                Some(accs) => accs,
+                None => per_key
+                    .entry(self.key.as_str().into())
+                    .or_insert_with(|| spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()),
+            };
+            for ((acc, agg), number) in accs.iter_mut().zip(&spec.aggregates).zip(&self.values) {
+                acc.update(agg.field.and_then(|f| fields[f].as_ref()), *number);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The event-time window operator: merges partial aggregates per (window, key) and emits each
-//! window's rows exactly once, as soon as the input frontier passes the window's end.
+//! window's rows exactly once, as soon as the input frontier passes the window's end. Windows
+//! are combined from panes (`crate::window`), so sliding windows never re-scan records.
 
 use super::prepare::{Partial, KEY_SEPARATOR};
 use crate::aggregate::Acc;
@@ -13,29 +14,31 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
-/// Open windows of one worker, ordered by end so the closing loop pops from the front.
-struct OpenWindow {
-    /// Held at `end - 1`: keeps downstream from seeing this window's time as complete.
-    capability: Capability<u64>,
-    per_key: FxHashMap<String, Vec<Acc>>,
-}
+/// Aggregates of one pane of one window spec, per group key.
+type Pane = FxHashMap<String, Vec<Acc>>;
 
-/// Aggregates `partials` into one JSON row per (window, key).
+/// Aggregates `partials` (one per pane and key) into one JSON row per (window, key).
 ///
 /// # Contract
-/// - Input: partials sent at times `t <= end - 1` of their window (the sources guarantee it).
+/// - Input: partials for a pane `[p, p + pane)`, sent at times `t <= p + pane - 1` (the sources
+///   guarantee it); every window containing the pane ends at or after `p + pane`.
+/// - For every window containing a pane that received a partial, the operator holds a capability
+///   at `window_end - 1` until the window is emitted.
 /// - Each window `[start, end)` is emitted exactly once, at time `end - 1`, in the first
-///   activation after the input frontier no longer contains any time `< end`. Its state is freed
-///   then, so memory holds only open windows.
-/// - A partial that arrives for an already emitted window would be a broken source invariant; it
-///   is counted in `late_at_window` and never re-opens the window (no second row).
+///   activation after the input frontier no longer contains any time `< end`; its row for a key
+///   combines the key's panes in `[start, end)` in pane order. A pane is freed when the last
+///   window containing it is emitted, so memory holds only panes of open windows.
+/// - A partial that arrives for a pane whose window was already emitted would be a broken source
+///   invariant; the run stops rather than emit a second row.
 pub fn window_aggregate<'scope>(
     partials: Stream<'scope, u64, Vec<Partial>>,
     spec: Arc<Spec>,
 ) -> Stream<'scope, u64, Vec<ResultRow>> {
     let exchange = Exchange::new(|p: &Partial| p.route);
     partials.unary_frontier(exchange, "WindowAggregate", move |_capability, _info| {
-        let mut open: BTreeMap<(u64, u32, u64), OpenWindow> = BTreeMap::new();
+        // Windows still to emit, ordered by end so the closing loop pops from the front.
+        let mut pending: BTreeMap<(u64, u32, u64), Capability<u64>> = BTreeMap::new();
+        let mut panes: BTreeMap<(u32, u64), Pane> = BTreeMap::new();
         let mut closed_until = 0u64;
         let renderer = RowRenderer::new(&spec);
         move |(input, frontier), output| {
@@ -43,35 +46,62 @@ pub fn window_aggregate<'scope>(
                 for p in data.drain(..) {
                     // IMPORTANT: never re-open a window the frontier has passed.
                     if p.end <= closed_until {
-                        crate::fatal(&format!("partial for window ending {} after it was emitted (source invariant broken)", p.end));
+                        crate::fatal(&format!(
+                            "partial for a pane ending {} after its window was emitted \
+                             (source invariant broken)",
+                            p.end
+                        ));
                     }
-                    let window = open.entry((p.end, p.window, p.start)).or_insert_with(|| OpenWindow {
-                        capability: cap.delayed(&(p.end - 1), 0),
-                        per_key: FxHashMap::default(),
+                    let kind = &spec.windows[p.window as usize].kind;
+                    kind.windows_of_pane(p.start, |start, end| {
+                        pending
+                            .entry((end, p.window, start))
+                            .or_insert_with(|| cap.delayed(&(end - 1), 0));
                     });
-                    match window.per_key.get_mut(&p.key) {
-                        Some(accs) => accs.iter_mut().zip(p.accs).for_each(|(a, b)| a.merge(b)),
+                    let pane = panes.entry((p.window, p.start)).or_default();
+                    match pane.get_mut(&p.key) {
+                        Some(accs) => accs.iter_mut().zip(&p.accs).for_each(|(a, b)| a.merge(b)),
                         None => {
-                            window.per_key.insert(p.key, p.accs);
+                            pane.insert(p.key, p.accs);
                         }
                     }
                 }
             });
             // Close every window whose end the frontier has passed.
-            while let Some(entry) = open.first_entry() {
+            while let Some(entry) = pending.first_entry() {
                 let (end, window_index, start) = *entry.key();
                 if frontier.less_equal(&(end - 1)) {
                     break;
                 }
-                let window = entry.remove();
+                let capability = entry.remove();
                 closed_until = closed_until.max(end);
-                let mut rows: Vec<ResultRow> = window
-                    .per_key
+                let kind = &spec.windows[window_index as usize].kind;
+                let mut per_key: Pane = FxHashMap::default();
+                for (_, pane) in panes.range((window_index, start)..(window_index, end)) {
+                    for (key, accs) in pane {
+                        match per_key.get_mut(key) {
+                            Some(sum) => sum.iter_mut().zip(accs).for_each(|(a, b)| a.merge(b)),
+                            None => {
+                                per_key.insert(key.clone(), accs.clone());
+                            }
+                        }
+                    }
+                }
+                // Panes before the next window's start belong to no window still to emit.
+                let next = kind.next_window_start(start);
+                let done: Vec<_> = panes
+                    .range((window_index, 0)..(window_index, next))
+                    .map(|(k, _)| *k)
+                    .collect();
+                done.iter().for_each(|k| {
+                    panes.remove(k);
+                });
+                let mut rows: Vec<ResultRow> = per_key
                     .iter()
                     .map(|(key, accs)| renderer.render(window_index, start, end, key, accs))
                     .collect();
                 rows.sort_unstable();
-                output.session(&window.capability).give_container(&mut rows);
+                output.session(&capability).give_container(&mut rows);
             }
         }
     })
@@ -107,7 +137,7 @@ impl RowRenderer {
                 .map(|a| {
                     a.kind.relative_standard_error().map(|rse| {
                         let mut field = format!(",{}:", quoted(&format!("{}_rse", a.name)));
-                        crate::aggregate::write_f64(&mut field, rse);
+                        crate::aggregate::write_rounded(&mut field, rse);
                         field
                     })
                 })

@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod sse;
 
 use crate::metrics::Metrics;
 use crate::operators::prepare::{Partial, PartitionState, Preparer};
