@@ -13,13 +13,17 @@ use serde::{Deserialize, Serialize};
 pub enum AggKind {
     /// Number of records.
     Count,
+    /// The field's value at the earliest event time (ties: the smallest JSON text), `null` when
+    /// missing. Sessions use it to carry fields such as `user_id` from their first event.
+    First,
 }
 
 impl AggKind {
     pub fn parse(text: &str) -> Result<Self> {
         Ok(match text {
             "count" => AggKind::Count,
-            other => bail!("unknown aggregate `{other}` (expected count)"),
+            "first" => AggKind::First,
+            other => bail!("unknown aggregate `{other}` (expected count or first)"),
         })
     }
 
@@ -27,12 +31,22 @@ impl AggKind {
     pub fn needs_field(self) -> bool {
         match self {
             AggKind::Count => false,
+            AggKind::First => true,
+        }
+    }
+
+    /// The PostgreSQL column type of the final value.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            AggKind::Count => "bigint",
+            AggKind::First => "text",
         }
     }
 
     pub fn new_acc(self) -> Acc {
         match self {
             AggKind::Count => Acc::Count(0),
+            AggKind::First => Acc::First(None),
         }
     }
 }
@@ -41,14 +55,30 @@ impl AggKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Acc {
     Count(u64),
+    /// `(event time, value as JSON text)` of the earliest record seen.
+    First(Option<(u64, String)>),
 }
 
 impl Acc {
     /// Folds one record's value (`None` when the aggregate reads no field or the field is missing).
     #[inline]
-    pub fn update(&mut self, _value: Option<&Scalar<'_>>) {
+    pub fn update(&mut self, value: Option<&Scalar<'_>>) {
+        self.update_at(value, 0)
+    }
+
+    /// Folds one record's value at event time `ts` (order-aware aggregates such as `first`).
+    #[inline]
+    pub fn update_at(&mut self, value: Option<&Scalar<'_>>, ts: u64) {
         match self {
             Acc::Count(n) => *n += 1,
+            Acc::First(first) => {
+                let mut text = String::new();
+                match value {
+                    Some(v) => v.write_json(&mut text),
+                    None => text.push_str("null"),
+                }
+                merge_first(first, Some((ts, text)));
+            }
         }
     }
 
@@ -56,6 +86,8 @@ impl Acc {
     pub fn merge(&mut self, other: Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::First(a), Acc::First(b)) => merge_first(a, b),
+            (a, b) => unreachable!("merging different aggregates {a:?} and {b:?}"),
         }
     }
 
@@ -66,6 +98,18 @@ impl Acc {
             Acc::Count(n) => {
                 let _ = write!(out, "{n}");
             }
+            Acc::First(Some((_, text))) => out.push_str(text),
+            Acc::First(None) => out.push_str("null"),
+        }
+    }
+}
+
+/// Keeps the smaller `(time, text)`: commutative and associative, so the result does not depend
+/// on the order in which records and partials arrive.
+fn merge_first(into: &mut Option<(u64, String)>, other: Option<(u64, String)>) {
+    if let Some(other) = other {
+        if into.as_ref().is_none_or(|current| other < *current) {
+            *into = Some(other);
         }
     }
 }
@@ -85,5 +129,22 @@ mod tests {
         let mut s = String::new();
         a.write_json(&mut s);
         assert_eq!(s, "3");
+    }
+
+    #[test]
+    fn first_is_order_independent() {
+        let value = |s: &'static str| Scalar::Str(s.into());
+        let mut a = AggKind::First.new_acc();
+        a.update_at(Some(&value("late")), 20);
+        let mut b = AggKind::First.new_acc();
+        b.update_at(Some(&value("b")), 10);
+        b.update_at(Some(&value("a")), 10);
+        let mut ab = a.clone();
+        ab.merge(b.clone());
+        b.merge(a);
+        assert_eq!(ab, b);
+        let mut s = String::new();
+        ab.write_json(&mut s);
+        assert_eq!(s, "\"a\"");
     }
 }

@@ -71,7 +71,7 @@ struct RunArgs {
 
 #[derive(Parser)]
 struct GenerateArgs {
-    /// Kind of events: sps.
+    /// Kind of events: sps, sessions.
     kind: String,
     #[arg(long)]
     events: u64,

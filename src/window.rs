@@ -12,6 +12,10 @@ use anyhow::{bail, Context, Result};
 pub enum WindowKind {
     /// Fixed-size, non-overlapping windows `[k*size, (k+1)*size)`.
     Tumbling { size_ms: u64 },
+    /// Per-key sessions: events closer than `gap_ms` belong to one session; a silence of exactly
+    /// `gap_ms` or more ends it. Sessions are not assigned here but merged by
+    /// `operators::session`.
+    Session { gap_ms: u64 },
 }
 
 impl WindowKind {
@@ -36,11 +40,25 @@ impl WindowKind {
                 }
                 Ok(WindowKind::Tumbling { size_ms })
             }
-            other => bail!("type: unknown window type `{other}` (expected tumbling)"),
+            "session" => {
+                reject("size", raw.size.is_some())?;
+                reject("slide", raw.slide.is_some())?;
+                reject("unit", raw.unit.is_some())?;
+                let Some(gap) = &raw.gap else {
+                    bail!("gap: a session window needs a gap")
+                };
+                let gap_ms = parse_duration_ms(gap).context("gap")?;
+                if gap_ms == 0 {
+                    bail!("gap: must be greater than zero");
+                }
+                Ok(WindowKind::Session { gap_ms })
+            }
+            other => bail!("type: unknown window type `{other}` (expected tumbling or session)"),
         }
     }
 
-    /// Calls `each(start, end)` for every window containing `ts`.
+    /// Calls `each(start, end)` for every window containing `ts`. Session windows have no fixed
+    /// windows: it calls nothing (the session path of `operators::prepare` handles them).
     #[inline]
     pub fn assign(&self, ts: u64, mut each: impl FnMut(u64, u64)) {
         match *self {
@@ -48,6 +66,7 @@ impl WindowKind {
                 let start = ts - ts % size_ms;
                 each(start, start.saturating_add(size_ms));
             }
+            WindowKind::Session { .. } => {}
         }
     }
 }

@@ -7,6 +7,7 @@
 //! plus the disorder (late: dead-lettered), `malformed_fraction` writes busted lines and
 //! `bitflip_fraction` flips a high bit of the timestamp.
 
+pub mod sessions;
 pub mod sps;
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +17,14 @@ use std::io::Write;
 
 /// Writes one event of a given shape, with a given event time, as one JSON line (no newline).
 pub trait EventShape: Send {
+    /// Called once by `Generator::new` with the run's options (rate, seed, …).
+    fn configure(&mut self, _options: &GenOptions) {}
+    /// The event time of the next event before disorder, called once before each event. Shapes
+    /// of independent events keep the generator's evenly paced `nominal_ms`; stateful shapes
+    /// (sessions) return their own schedule.
+    fn next_time(&mut self, _rng: &mut ChaCha8Rng, nominal_ms: u64) -> u64 {
+        nominal_ms
+    }
     fn write_event(&mut self, rng: &mut ChaCha8Rng, ts_ms: u64, out: &mut String);
     /// A line that is not a valid record of this shape.
     fn write_malformed(&mut self, rng: &mut ChaCha8Rng, ts_ms: u64, out: &mut String) {
@@ -33,7 +42,8 @@ pub trait EventShape: Send {
 pub fn shape_for(kind: &str) -> Result<Box<dyn EventShape>> {
     Ok(match kind {
         "sps" => Box::new(sps::SpsShape::new()),
-        other => bail!("no generator for `{other}` (available: sps)"),
+        "sessions" => Box::new(sessions::SessionsShape::new()),
+        other => bail!("no generator for `{other}` (available: sps, sessions)"),
     })
 }
 
@@ -61,7 +71,8 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(shape: Box<dyn EventShape>, options: GenOptions) -> Self {
+    pub fn new(mut shape: Box<dyn EventShape>, options: GenOptions) -> Self {
+        shape.configure(&options);
         Generator {
             shape,
             rng: ChaCha8Rng::seed_from_u64(options.seed),
@@ -78,6 +89,7 @@ impl Generator {
     /// Appends the next event line (no newline) to `out`, with nominal time `nominal_ms`.
     pub fn next_line_at(&mut self, nominal_ms: u64, out: &mut String) {
         self.index += 1;
+        let nominal_ms = self.shape.next_time(&mut self.rng, nominal_ms);
         let o = &self.options;
         let roll: f64 = self.rng.gen();
         if roll < o.malformed_fraction {

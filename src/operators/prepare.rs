@@ -6,10 +6,17 @@
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
 //! for their partition, so a partial sent at the source's watermark can never reach a closed window.
+//!
+//! Session dataflows take another path after the group key: records are pre-merged per key into
+//! mini-sessions (a combiner: adjacent events of one key closer than the gap collapse into one
+//! `Partial` with `start` = first and `end` = last event time). Every event in a mini-session was
+//! on time, so `start >= watermark` and the session operator can never see it after the session
+//! it extends was emitted.
 
 use crate::aggregate::Acc;
 use crate::extract::{JsonExtractor, Scalar};
 use crate::metrics::Metrics;
+use crate::operators::session::SessionSet;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
@@ -24,7 +31,9 @@ pub struct Partial {
     pub route: u64,
     /// Index into `Spec::windows`.
     pub window: u32,
+    /// Window start; for a session dataflow, the first event time of the (mini-)session.
     pub start: u64,
+    /// Window end (exclusive); for a session dataflow, the last event time (inclusive).
     pub end: u64,
     /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
     pub key: String,
@@ -70,6 +79,9 @@ pub struct Preparer {
     spec: Arc<Spec>,
     extractor: JsonExtractor,
     accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
+    /// Session dataflows: the gap, and the mini-sessions of this batch per group key.
+    session_gap: Option<u64>,
+    sessions: FxHashMap<Box<str>, SessionSet>,
     key: String,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -81,10 +93,13 @@ pub struct Preparer {
 impl Preparer {
     pub fn new(spec: Arc<Spec>, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
         let extractor = JsonExtractor::new(spec.fields.clone());
+        let session_gap = spec.session_gap_ms();
         Preparer {
             spec,
             extractor,
             accumulators: FxHashMap::default(),
+            session_gap,
+            sessions: FxHashMap::default(),
             key: String::new(),
             dead,
             metrics,
@@ -223,6 +238,23 @@ impl Preparer {
             value.write_json(&mut self.key);
         }
         let spec = &self.spec;
+        if let Some(gap) = self.session_gap {
+            let accs = spec
+                .aggregates
+                .iter()
+                .map(|a| {
+                    let mut acc = a.kind.new_acc();
+                    acc.update_at(a.field.and_then(|f| fields[f].as_ref()), ts);
+                    acc
+                })
+                .collect();
+            let set = match self.sessions.get_mut(self.key.as_str()) {
+                Some(set) => set,
+                None => self.sessions.entry(self.key.as_str().into()).or_default(),
+            };
+            set.insert(ts, ts, accs, gap, &mut Vec::new());
+            return;
+        }
         for (w, window) in spec.windows.iter().enumerate() {
             window.kind.assign(ts, |start, end| {
                 let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
@@ -233,7 +265,7 @@ impl Preparer {
                     }),
                 };
                 for (acc, agg) in accs.iter_mut().zip(&spec.aggregates) {
-                    acc.update(agg.field.and_then(|f| fields[f].as_ref()));
+                    acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), ts);
                 }
             });
         }
@@ -251,6 +283,20 @@ impl Preparer {
                     end,
                     key,
                     accs,
+                });
+            }
+        }
+        for (key, mut set) in self.sessions.drain() {
+            let key = String::from(key);
+            let route = route_of(&key);
+            for (start, session) in set.drain() {
+                out.push(Partial {
+                    route,
+                    window: 0,
+                    start,
+                    end: session.last,
+                    key: key.clone(),
+                    accs: session.accs,
                 });
             }
         }

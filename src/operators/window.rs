@@ -78,14 +78,14 @@ pub fn window_aggregate<'scope>(
 }
 
 /// Formats result rows: `window_start`, `window_end`, `window` (label), group fields, aggregates.
-struct RowRenderer {
+pub(crate) struct RowRenderer {
     labels: Vec<Option<String>>,
     group_names: Vec<String>,
     agg_names: Vec<String>,
 }
 
 impl RowRenderer {
-    fn new(spec: &Spec) -> Self {
+    pub(crate) fn new(spec: &Spec) -> Self {
         let quoted = |name: &str| {
             let mut s = String::new();
             write_json_string(&mut s, name);
@@ -102,13 +102,9 @@ impl RowRenderer {
         }
     }
 
-    fn render(&self, window: u32, start: u64, end: u64, key: &str, accs: &[Acc]) -> ResultRow {
+    /// Appends `,"group":value…,"aggregate":value…}`: the rest of a row after its time fields.
+    pub(crate) fn write_key_and_aggregates(&self, row: &mut String, key: &str, accs: &[Acc]) {
         use std::fmt::Write;
-        let mut row = String::with_capacity(128);
-        let _ = write!(row, "{{\"window_start\":{start},\"window_end\":{end}");
-        if let Some(label) = &self.labels[window as usize] {
-            let _ = write!(row, ",\"window\":{label}");
-        }
         if !self.group_names.is_empty() {
             for (name, value) in self.group_names.iter().zip(key.split(KEY_SEPARATOR)) {
                 let _ = write!(row, ",{name}:{value}");
@@ -116,9 +112,19 @@ impl RowRenderer {
         }
         for (name, acc) in self.agg_names.iter().zip(accs) {
             let _ = write!(row, ",{name}:");
-            acc.write_json(&mut row);
+            acc.write_json(row);
         }
         row.push('}');
+    }
+
+    fn render(&self, window: u32, start: u64, end: u64, key: &str, accs: &[Acc]) -> ResultRow {
+        use std::fmt::Write;
+        let mut row = String::with_capacity(128);
+        let _ = write!(row, "{{\"window_start\":{start},\"window_end\":{end}");
+        if let Some(label) = &self.labels[window as usize] {
+            let _ = write!(row, ",\"window\":{label}");
+        }
+        self.write_key_and_aggregates(&mut row, key, accs);
         let label = self.labels[window as usize].as_deref().unwrap_or("");
         ResultRow {
             key: format!("{start}|{end}|{label}|{key}"),
