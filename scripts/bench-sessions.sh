@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmark of the sessions workload (not a test): heartbeats/s processed and session rows/s
+# written to PostgreSQL, at -w 1 and -w 2.
+#
+#   scripts/bench-sessions.sh [EVENTS]      # default 2,000,000 heartbeats
+#
+# Generates heartbeats once (rate 2000/s: ~8,000 concurrent sessions), then for each worker count:
+#   1. run to /dev/null                 -> heartbeats/s through the engine
+#   2. run to PostgreSQL (fresh table)  -> wall time, rows/s committed (rows counted in the table)
+# PostgreSQL comes from scripts/postgres.sh start (a private cluster on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-2000000}"
+BIN=target/release/streamstats
+[[ -x $BIN ]] || cargo build --release
+DIR="${TMPDIR:-/tmp}/streamstats-bench-sessions"
+mkdir -p "$DIR"
+INPUT="$DIR/heartbeats-$EVENTS.jsonl"
+if [[ ! -s $INPUT ]]; then
+    $BIN generate sessions --events "$EVENTS" --rate 2000 --seed 1 --disorder-ms 2000 --bound 10s --out "$INPUT"
+fi
+URL="$(scripts/postgres.sh start | tail -n 1)"
+PSQL=(psql -X -q -tA "$URL")
+command -v psql >/dev/null || PSQL=("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -X -q -tA "$URL")
+echo "input: $INPUT ($EVENTS heartbeats, $(du -h "$INPUT" | cut -f1)); postgres: $URL; cores: $(nproc)"
+now() { date +%s.%N; }
+for w in 1 2; do
+    t0=$(now)
+    $BIN run dataflows/sessions.toml --input "$INPUT" -w "$w" --output /dev/null --dead-letter /dev/null 2>"$DIR/run-$w.log"
+    t1=$(now)
+    rows=$(grep -o '[0-9]* rows emitted' "$DIR/run-$w.log" | cut -d' ' -f1)
+    awk -v n="$EVENTS" -v r="$rows" -v a="$t0" -v b="$t1" -v w="$w" \
+        'BEGIN { printf "-w %s  jsonl:    %.2fs  %.0f heartbeats/s  %d sessions\n", w, b-a, n/(b-a), r }'
+    table="bench_sessions_w$w"
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null
+    t0=$(now)
+    $BIN run dataflows/sessions.toml --input "$INPUT" -w "$w" --output "$URL?table=$table" --dead-letter /dev/null 2>"$DIR/pg-$w.log"
+    t1=$(now)
+    count=$("${PSQL[@]}" -c "SELECT count(*) FROM $table")
+    awk -v n="$EVENTS" -v r="$count" -v a="$t0" -v b="$t1" -v w="$w" \
+        'BEGIN { printf "-w %s  postgres: %.2fs  %.0f heartbeats/s  %.0f rows/s written (%d rows in table)\n", w, b-a, n/(b-a), r/(b-a), r }'
+done

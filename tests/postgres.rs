@@ -1,0 +1,235 @@
+//! The PostgreSQL sink against a real server started by `scripts/postgres.sh start`: table rows
+//! equal the JSONL output (sessions and SPS), a second run changes nothing, and a server stopped
+//! and restarted mid-run loses and duplicates nothing.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Runs `scripts/postgres.sh ACTION` with extra environment; returns its last stdout line.
+fn postgres_script(action: &str, env: &[(&str, &str)]) -> String {
+    let output = Command::new("bash")
+        .arg(repo().join("scripts/postgres.sh"))
+        .arg(action)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "scripts/postgres.sh {action} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn table_name(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("test_{test}_{}_{nanos}", std::process::id())
+}
+
+/// Every row of `table` as canonical JSON (bigint columns are JSON numbers, text is strings).
+fn table_rows(url: &str, table: &str) -> BTreeSet<String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let rows = client
+        .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+        .expect("select");
+    let text: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    canonical_rows(&text.join("\n"))
+}
+
+/// `(xmin, primary key)` of every row: changes if a row is rewritten.
+fn row_versions(url: &str, table: &str) -> BTreeSet<String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    client
+        .query(
+            &format!("SELECT xmin::text || ' ' || row_to_json(t)::text FROM {table} t"),
+            &[],
+        )
+        .expect("select")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+fn generate(kind: &str, events: &str, rate: &str, out: &Path) {
+    streamstats(&[
+        "generate",
+        kind,
+        "--events",
+        events,
+        "--rate",
+        rate,
+        "--seed",
+        "11",
+        "--disorder-ms",
+        "2000",
+        "--bound",
+        "10s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
+fn run_to(flow: &str, input: &Path, output: &str, workers: &str) -> String {
+    let out = streamstats(&[
+        "run",
+        &dataflow(flow),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output,
+        "-w",
+        workers,
+        "--dead-letter",
+        "/dev/null",
+    ]);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn sessions_in_postgres_equal_jsonl_and_a_second_run_changes_nothing() {
+    let url = postgres_script("start", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("heartbeats.jsonl");
+    generate("sessions", "40000", "100", &input);
+    let jsonl = dir.path().join("sessions.jsonl");
+    run_to("sessions", &input, jsonl.to_str().unwrap(), "1");
+    let expected = canonical_file(&jsonl);
+    assert!(expected.len() > 100);
+
+    let table = table_name("sessions");
+    let target = format!("{url}?table={table}&batch=500");
+    run_to("sessions", &input, &target, "2");
+    assert!(
+        table_rows(&url, &table) == expected,
+        "table differs from JSONL"
+    );
+    let versions = row_versions(&url, &table);
+
+    run_to("sessions", &input, &target, "1");
+    assert!(
+        row_versions(&url, &table) == versions,
+        "a second run of the same input changed rows"
+    );
+}
+
+#[test]
+fn sps_in_postgres_equals_jsonl() {
+    let url = postgres_script("start", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sps.jsonl");
+    generate("sps", "50000", "1000", &input);
+    let jsonl = dir.path().join("sps_out.jsonl");
+    run_to("sps", &input, jsonl.to_str().unwrap(), "1");
+    let expected = canonical_file(&jsonl);
+    assert!(expected.len() > 1000);
+    let table = table_name("sps");
+    run_to("sps", &input, &format!("{url}?table={table}"), "2");
+    assert!(
+        table_rows(&url, &table) == expected,
+        "table differs from JSONL"
+    );
+}
+
+#[test]
+fn server_restart_mid_run_loses_and_duplicates_nothing() {
+    // A private cluster on its own port and directory: stopping it disturbs no other test.
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The server's OS user (when tests run as root) must reach its data directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let data = dir.path().join("pg");
+    let port = free_port().to_string();
+    let env = [
+        ("STREAMSTATS_PG_DIR", data.to_str().unwrap()),
+        ("STREAMSTATS_PG_PORT", port.as_str()),
+    ];
+    let url = postgres_script("start", &env);
+    let stop_at_exit = StopServer(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+
+    let input = dir.path().join("heartbeats.jsonl");
+    generate("sessions", "60000", "100", &input);
+    let jsonl = dir.path().join("sessions.jsonl");
+    run_to("sessions", &input, jsonl.to_str().unwrap(), "1");
+    let expected = canonical_file(&jsonl);
+
+    // Replay the input slowly through stdin, and stop the server for a while in the middle.
+    let table = table_name("restart");
+    let mut child = Command::new(BIN)
+        .args(["run", &dataflow("sessions"), "--input", "-", "-w", "2"])
+        .args([
+            "--output",
+            &format!("{url}?table={table}&retry_for=60s&batch=200"),
+        ])
+        .args(["--dead-letter", "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let pieces = 30;
+    let per_piece = lines.len().div_ceil(pieces);
+    let mut stdin = child.stdin.take().unwrap();
+    for (i, piece) in lines.chunks(per_piece).enumerate() {
+        for line in piece {
+            stdin.write_all(line).unwrap();
+        }
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        if i == 10 {
+            postgres_script("stop", &env);
+        }
+        if i == 20 {
+            postgres_script("start", &env);
+        }
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the outage was not noticed: {stderr}"
+    );
+    assert!(
+        table_rows(&url, &table) == expected,
+        "table differs from JSONL after restart"
+    );
+    drop(stop_at_exit);
+}
+
+/// Stops the private cluster when the test ends, passed or not.
+struct StopServer(Vec<(String, String)>);
+
+impl Drop for StopServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/postgres.sh"))
+            .arg("stop")
+            .envs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+    }
+}
