@@ -4,6 +4,10 @@
 #
 #   scripts/bench-sessions.sh [EVENTS]      # default 2,000,000 heartbeats
 #
+# Sessions are few per heartbeat (one row per ~100 heartbeats), so the sessions runs measure the
+# engine. To measure the sink itself, the SPS dataflow (about one row per event) is also written
+# to PostgreSQL: SPS_EVENTS (default 500,000) events.
+#
 # Generates heartbeats once (rate 2000/s: ~8,000 concurrent sessions), then for each worker count:
 #   1. run to /dev/null                 -> heartbeats/s through the engine
 #   2. run to PostgreSQL (fresh table)  -> wall time, rows/s committed (rows counted in the table)
@@ -11,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-2000000}"
+SPS_EVENTS="${SPS_EVENTS:-500000}"
 BIN=target/release/streamstats
 [[ -x $BIN ]] || cargo build --release
 DIR="${TMPDIR:-/tmp}/streamstats-bench-sessions"
@@ -32,11 +37,24 @@ for w in 1 2; do
     awk -v n="$EVENTS" -v r="$rows" -v a="$t0" -v b="$t1" -v w="$w" \
         'BEGIN { printf "-w %s  jsonl:    %.2fs  %.0f heartbeats/s  %d sessions\n", w, b-a, n/(b-a), r }'
     table="bench_sessions_w$w"
-    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1
     t0=$(now)
     $BIN run dataflows/sessions.toml --input "$INPUT" -w "$w" --output "$URL?table=$table" --dead-letter /dev/null 2>"$DIR/pg-$w.log"
     t1=$(now)
     count=$("${PSQL[@]}" -c "SELECT count(*) FROM $table")
     awk -v n="$EVENTS" -v r="$count" -v a="$t0" -v b="$t1" -v w="$w" \
         'BEGIN { printf "-w %s  postgres: %.2fs  %.0f heartbeats/s  %.0f rows/s written (%d rows in table)\n", w, b-a, n/(b-a), r/(b-a), r }'
+done
+
+SPS="$DIR/sps-$SPS_EVENTS.jsonl"
+[[ -s $SPS ]] || $BIN generate sps --events "$SPS_EVENTS" --rate 1000 --seed 1 --out "$SPS"
+for w in 1 2; do
+    table="bench_sps_w$w"
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1
+    t0=$(now)
+    $BIN run dataflows/sps.toml --input "$SPS" -w "$w" --output "$URL?table=$table" --dead-letter /dev/null 2>"$DIR/sps-pg-$w.log"
+    t1=$(now)
+    count=$("${PSQL[@]}" -c "SELECT count(*) FROM $table")
+    awk -v r="$count" -v a="$t0" -v b="$t1" -v w="$w" \
+        'BEGIN { printf "-w %s  sps -> postgres: %.2fs  %.0f rows/s written (%d rows in table)\n", w, b-a, r/(b-a), r }'
 done

@@ -72,6 +72,9 @@ impl Acc {
         match self {
             Acc::Count(n) => *n += 1,
             Acc::First(first) => {
+                if first.as_ref().is_some_and(|(t, _)| ts > *t) {
+                    return; // the common case (records mostly in order): nothing to format
+                }
                 let mut text = String::new();
                 match value {
                     Some(v) => v.write_json(&mut text),

@@ -239,6 +239,16 @@ impl Preparer {
         }
         let spec = &self.spec;
         if let Some(gap) = self.session_gap {
+            let set = match self.sessions.get_mut(self.key.as_str()) {
+                Some(set) => set,
+                None => self.sessions.entry(self.key.as_str().into()).or_default(),
+            };
+            if let Some(session) = set.extend(ts, gap) {
+                for (acc, agg) in session.accs.iter_mut().zip(&spec.aggregates) {
+                    acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), ts);
+                }
+                return;
+            }
             let accs = spec
                 .aggregates
                 .iter()
@@ -248,10 +258,6 @@ impl Preparer {
                     acc
                 })
                 .collect();
-            let set = match self.sessions.get_mut(self.key.as_str()) {
-                Some(set) => set,
-                None => self.sessions.entry(self.key.as_str().into()).or_default(),
-            };
             set.insert(ts, ts, accs, gap, &mut Vec::new());
             return;
         }

@@ -79,6 +79,23 @@ impl SessionSet {
         result
     }
 
+    /// The session one event at `ts` falls into or extends, if it touches exactly that one
+    /// session (the common, in-order case); its `last` is moved up to `ts`. `None` when the event
+    /// starts a new session, precedes a session or bridges two: then use `insert`.
+    pub fn extend(&mut self, ts: u64, gap: u64) -> Option<&mut Session> {
+        let next_is_far = self
+            .by_start
+            .range(ts.saturating_add(1)..)
+            .next()
+            .is_none_or(|(&start, _)| start - ts >= gap);
+        let (_, session) = self.by_start.range_mut(..=ts).next_back()?;
+        if ts <= session.last || (ts - session.last < gap && next_is_far) {
+            session.last = session.last.max(ts);
+            return Some(session);
+        }
+        None
+    }
+
     /// Removes and returns the session starting at `start`.
     pub fn remove(&mut self, start: u64) -> Option<Session> {
         self.by_start.remove(&start)
@@ -234,8 +251,12 @@ mod tests {
         let (merged, absorbed) = add(&mut set, 100, 150);
         assert_eq!(merged, (0, 210));
         assert_eq!(absorbed.len(), 2);
+        // In-order events extend; one that would bridge or start a session does not.
+        assert!(set.extend(230, 60).is_some());
+        assert!(set.extend(290, 60).is_none());
         let all: Vec<_> = set.drain().collect();
         assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.last, 230);
         assert_eq!(all[0].1.accs, vec![Acc::Count(5)]);
     }
 }
