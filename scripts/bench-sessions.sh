@@ -29,6 +29,16 @@ PSQL=(psql -X -q -tA "$URL")
 command -v psql >/dev/null || PSQL=("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -X -q -tA "$URL")
 echo "input: $INPUT ($EVENTS heartbeats, $(du -h "$INPUT" | cut -f1)); postgres: $URL; cores: $(nproc)"
 now() { date +%s.%N; }
+# to_postgres DATAFLOW INPUT WORKERS TABLE: fresh table, timed run; sets SECONDS_TAKEN and ROWS.
+to_postgres() {
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $4" >/dev/null 2>&1
+    local t0 t1
+    t0=$(now)
+    $BIN run "$1" --input "$2" -w "$3" --output "$URL?table=$4" --dead-letter /dev/null 2>"$DIR/$4.log"
+    t1=$(now)
+    SECONDS_TAKEN=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    ROWS=$("${PSQL[@]}" -c "SELECT count(*) FROM $4")
+}
 for w in 1 2; do
     t0=$(now)
     $BIN run dataflows/sessions.toml --input "$INPUT" -w "$w" --output /dev/null --dead-letter /dev/null 2>"$DIR/run-$w.log"
@@ -36,25 +46,15 @@ for w in 1 2; do
     rows=$(grep -o '[0-9]* rows emitted' "$DIR/run-$w.log" | cut -d' ' -f1)
     awk -v n="$EVENTS" -v r="$rows" -v a="$t0" -v b="$t1" -v w="$w" \
         'BEGIN { printf "-w %s  jsonl:    %.2fs  %.0f heartbeats/s  %d sessions\n", w, b-a, n/(b-a), r }'
-    table="bench_sessions_w$w"
-    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1
-    t0=$(now)
-    $BIN run dataflows/sessions.toml --input "$INPUT" -w "$w" --output "$URL?table=$table" --dead-letter /dev/null 2>"$DIR/pg-$w.log"
-    t1=$(now)
-    count=$("${PSQL[@]}" -c "SELECT count(*) FROM $table")
-    awk -v n="$EVENTS" -v r="$count" -v a="$t0" -v b="$t1" -v w="$w" \
-        'BEGIN { printf "-w %s  postgres: %.2fs  %.0f heartbeats/s  %.0f rows/s written (%d rows in table)\n", w, b-a, n/(b-a), r/(b-a), r }'
+    to_postgres dataflows/sessions.toml "$INPUT" "$w" "bench_sessions_w$w"
+    awk -v n="$EVENTS" -v r="$ROWS" -v s="$SECONDS_TAKEN" -v w="$w" \
+        'BEGIN { printf "-w %s  postgres: %.2fs  %.0f heartbeats/s  %.0f rows/s written (%d rows in table)\n", w, s, n/s, r/s, r }'
 done
 
 SPS="$DIR/sps-$SPS_EVENTS.jsonl"
 [[ -s $SPS ]] || $BIN generate sps --events "$SPS_EVENTS" --rate 1000 --seed 1 --out "$SPS"
 for w in 1 2; do
-    table="bench_sps_w$w"
-    "${PSQL[@]}" -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1
-    t0=$(now)
-    $BIN run dataflows/sps.toml --input "$SPS" -w "$w" --output "$URL?table=$table" --dead-letter /dev/null 2>"$DIR/sps-pg-$w.log"
-    t1=$(now)
-    count=$("${PSQL[@]}" -c "SELECT count(*) FROM $table")
-    awk -v r="$count" -v a="$t0" -v b="$t1" -v w="$w" \
-        'BEGIN { printf "-w %s  sps -> postgres: %.2fs  %.0f rows/s written (%d rows in table)\n", w, b-a, r/(b-a), r }'
+    to_postgres dataflows/sps.toml "$SPS" "$w" "bench_sps_w$w"
+    awk -v r="$ROWS" -v s="$SECONDS_TAKEN" -v w="$w" \
+        'BEGIN { printf "-w %s  sps -> postgres: %.2fs  %.0f rows/s written (%d rows in table)\n", w, s, r/s, r }'
 done

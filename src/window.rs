@@ -26,31 +26,30 @@ impl WindowKind {
             }
             Ok(())
         };
+        // A required duration field that must be greater than zero.
+        let positive = |field: &str, value: &Option<String>| -> Result<u64> {
+            let Some(text) = value else {
+                bail!("{field}: a {} window needs a {field}", raw.kind)
+            };
+            let ms = parse_duration_ms(text).with_context(|| field.to_string())?;
+            if ms == 0 {
+                bail!("{field}: must be greater than zero");
+            }
+            Ok(ms)
+        };
         match raw.kind.as_str() {
             "tumbling" => {
                 reject("slide", raw.slide.is_some())?;
                 reject("gap", raw.gap.is_some())?;
                 reject("unit", raw.unit.is_some())?;
-                let Some(size) = &raw.size else {
-                    bail!("size: a tumbling window needs a size")
-                };
-                let size_ms = parse_duration_ms(size).context("size")?;
-                if size_ms == 0 {
-                    bail!("size: must be greater than zero");
-                }
+                let size_ms = positive("size", &raw.size)?;
                 Ok(WindowKind::Tumbling { size_ms })
             }
             "session" => {
                 reject("size", raw.size.is_some())?;
                 reject("slide", raw.slide.is_some())?;
                 reject("unit", raw.unit.is_some())?;
-                let Some(gap) = &raw.gap else {
-                    bail!("gap: a session window needs a gap")
-                };
-                let gap_ms = parse_duration_ms(gap).context("gap")?;
-                if gap_ms == 0 {
-                    bail!("gap: must be greater than zero");
-                }
+                let gap_ms = positive("gap", &raw.gap)?;
                 Ok(WindowKind::Session { gap_ms })
             }
             other => bail!("type: unknown window type `{other}` (expected tumbling or session)"),

@@ -13,17 +13,11 @@ use std::time::Duration;
 
 /// Runs `scripts/postgres.sh ACTION` with extra environment; returns its last stdout line.
 fn postgres_script(action: &str, env: &[(&str, &str)]) -> String {
-    let output = Command::new("bash")
-        .arg(repo().join("scripts/postgres.sh"))
-        .arg(action)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
-    assert!(
-        output.status.success(),
-        "scripts/postgres.sh {action} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = checked(
+        Command::new("bash")
+            .arg(repo().join("scripts/postgres.sh"))
+            .arg(action)
+            .envs(env.iter().copied()),
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -100,26 +94,49 @@ fn run_to(flow: &str, input: &Path, output: &str, workers: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn sessions_in_postgres_equal_jsonl_and_a_second_run_changes_nothing() {
+/// Generates `events` of `kind`, runs `flow` to JSONL (-w 1) and to a fresh table (-w 2), and
+/// checks that the table holds exactly the JSONL rows. Returns the URL, the input and the target.
+fn table_equals_jsonl(
+    dir: &Path,
+    flow: &str,
+    kind: &str,
+    events: &str,
+    rate: &str,
+    options: &str,
+) -> (String, std::path::PathBuf, String, String) {
     let url = postgres_script("start", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("heartbeats.jsonl");
-    generate("sessions", "40000", "100", &input);
-    let jsonl = dir.path().join("sessions.jsonl");
-    run_to("sessions", &input, jsonl.to_str().unwrap(), "1");
+    let input = dir.join(format!("{kind}.jsonl"));
+    generate(kind, events, rate, &input);
+    let jsonl = dir.join(format!("{flow}_out.jsonl"));
+    run_to(flow, &input, jsonl.to_str().unwrap(), "1");
     let expected = canonical_file(&jsonl);
-    assert!(expected.len() > 100);
-
-    let table = table_name("sessions");
-    let target = format!("{url}?table={table}&batch=500");
-    run_to("sessions", &input, &target, "2");
+    assert!(
+        expected.len() > 100,
+        "too few rows to test: {}",
+        expected.len()
+    );
+    let table = table_name(flow);
+    let target = format!("{url}?table={table}{options}");
+    run_to(flow, &input, &target, "2");
     assert!(
         table_rows(&url, &table) == expected,
-        "table differs from JSONL"
+        "{flow}: table differs from JSONL"
+    );
+    (url, input, table, target)
+}
+
+#[test]
+fn sessions_in_postgres_equal_jsonl_and_a_second_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, input, table, target) = table_equals_jsonl(
+        dir.path(),
+        "sessions",
+        "sessions",
+        "40000",
+        "100",
+        "&batch=500",
     );
     let versions = row_versions(&url, &table);
-
     run_to("sessions", &input, &target, "1");
     assert!(
         row_versions(&url, &table) == versions,
@@ -129,20 +146,8 @@ fn sessions_in_postgres_equal_jsonl_and_a_second_run_changes_nothing() {
 
 #[test]
 fn sps_in_postgres_equals_jsonl() {
-    let url = postgres_script("start", &[]);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sps.jsonl");
-    generate("sps", "50000", "1000", &input);
-    let jsonl = dir.path().join("sps_out.jsonl");
-    run_to("sps", &input, jsonl.to_str().unwrap(), "1");
-    let expected = canonical_file(&jsonl);
-    assert!(expected.len() > 1000);
-    let table = table_name("sps");
-    run_to("sps", &input, &format!("{url}?table={table}"), "2");
-    assert!(
-        table_rows(&url, &table) == expected,
-        "table differs from JSONL"
-    );
+    table_equals_jsonl(dir.path(), "sps", "sps", "50000", "1000", "");
 }
 
 #[test]

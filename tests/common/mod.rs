@@ -20,19 +20,23 @@ pub fn dataflow(name: &str) -> String {
         .to_string()
 }
 
-/// Runs the binary with `args`, panicking with its stderr on failure.
-pub fn streamstats(args: &[&str]) -> Output {
-    let output = Command::new(BIN)
-        .args(args)
+/// Runs `command` without stdin, panicking with its stderr on failure.
+pub fn checked(command: &mut Command) -> Output {
+    let output = command
         .stdin(Stdio::null())
         .output()
-        .expect("streamstats runs");
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
     assert!(
         output.status.success(),
-        "streamstats {args:?} failed:\n{}",
+        "{command:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// Runs the binary with `args`, panicking with its stderr on failure.
+pub fn streamstats(args: &[&str]) -> Output {
+    checked(Command::new(BIN).args(args))
 }
 
 /// Each line parsed and re-serialized with sorted keys, as a sorted set.
