@@ -151,6 +151,30 @@ fn sps_in_postgres_equals_jsonl() {
 }
 
 #[test]
+fn unreachable_server_fails_at_start_naming_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("heartbeats.jsonl");
+    generate("sessions", "100", "100", &input);
+    let target = format!("postgres://postgres@127.0.0.1:{}/streamstats", free_port());
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            &dataflow("sessions"),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .args(["--output", &target])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--output: cannot connect to PostgreSQL"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn server_restart_mid_run_loses_and_duplicates_nothing() {
     // A private cluster on its own port and directory: stopping it disturbs no other test.
     let dir = tempfile::tempdir().unwrap();
@@ -219,6 +243,9 @@ fn server_restart_mid_run_loses_and_duplicates_nothing() {
         stderr.contains("retrying"),
         "the outage was not noticed: {stderr}"
     );
+    for line in stderr.lines().filter(|l| l.contains("PostgreSQL")) {
+        eprintln!("{line}"); // visible with --nocapture
+    }
     assert!(
         table_rows(&url, &table) == expected,
         "table differs from JSONL after restart"

@@ -35,6 +35,20 @@ fn generated_sessions_equal_reference_at_any_worker_count() {
         "--out",
         input.to_str().unwrap(),
     ]);
+    // Deterministic by seed.
+    let again = dir.path().join("again.jsonl");
+    let args = [
+        "generate", "sessions", "--events", "5000", "--rate", "100", "--seed", "7",
+    ];
+    streamstats(&[&args[..], &["--out", again.to_str().unwrap()]].concat());
+    let first = std::fs::read(&again).unwrap();
+    streamstats(&[&args[..], &["--out", again.to_str().unwrap()]].concat());
+    assert_eq!(
+        first,
+        std::fs::read(&again).unwrap(),
+        "same seed, different heartbeats"
+    );
+
     let (expected, stats) = reference_sessions(&input, GAP_MS, BOUND_MS);
     assert!(stats["split_keys"].as_u64().unwrap() > 5, "{stats}");
     assert!(stats["bridges"].as_u64().unwrap() > 0, "{stats}");
