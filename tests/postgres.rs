@@ -175,7 +175,7 @@ fn unreachable_server_fails_at_start_naming_the_output() {
 }
 
 #[test]
-fn server_restart_mid_run_loses_and_duplicates_nothing() {
+fn server_restart_mid_run_loses_and_duplicates_nothing_and_a_lasting_outage_fails() {
     // A private cluster on its own port and directory: stopping it disturbs no other test.
     let dir = tempfile::tempdir().unwrap();
     #[cfg(unix)]
@@ -205,52 +205,67 @@ fn server_restart_mid_run_loses_and_duplicates_nothing() {
 
     // Replay the input slowly through stdin, and stop the server for a while in the middle.
     let table = table_name("restart");
+    let target = format!("{url}?table={table}&retry_for=60s&batch=200");
+    let (ok, stderr) = paced_run(&input, &target, |piece| {
+        match piece {
+            10 => drop(postgres_script("stop", &env)),
+            20 => drop(postgres_script("start", &env)),
+            _ => {}
+        };
+    });
+    assert!(ok, "run failed: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the outage was not noticed: {stderr}"
+    );
+    assert!(
+        table_rows(&url, &table) == expected,
+        "table differs from JSONL after restart"
+    );
+    for line in stderr.lines().filter(|l| l.contains("PostgreSQL")) {
+        eprintln!("{line}"); // visible with --nocapture
+    }
+
+    // A server that does not come back within retry_for: the run fails loudly.
+    let target = format!("{url}?table={table}_gone&retry_for=2s");
+    let (ok, stderr) = paced_run(&input, &target, |piece| {
+        if piece == 5 {
+            postgres_script("stop", &env);
+        }
+    });
+    assert!(!ok, "a run whose rows cannot be written must fail");
+    assert!(stderr.contains("retry_for"), "{stderr}");
+    drop(stop_at_exit);
+}
+
+/// Feeds `input` to `run sessions --input -` in 30 pieces, 150 ms apart, calling `between(i)`
+/// after piece `i`. Returns whether the run succeeded, and its stderr.
+fn paced_run(input: &Path, target: &str, mut between: impl FnMut(usize)) -> (bool, String) {
     let mut child = Command::new(BIN)
         .args(["run", &dataflow("sessions"), "--input", "-", "-w", "2"])
-        .args([
-            "--output",
-            &format!("{url}?table={table}&retry_for=60s&batch=200"),
-        ])
-        .args(["--dead-letter", "/dev/null"])
+        .args(["--output", target, "--dead-letter", "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let text = std::fs::read(&input).unwrap();
+    let text = std::fs::read(input).unwrap();
     let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
-    let pieces = 30;
-    let per_piece = lines.len().div_ceil(pieces);
     let mut stdin = child.stdin.take().unwrap();
-    for (i, piece) in lines.chunks(per_piece).enumerate() {
-        for line in piece {
-            stdin.write_all(line).unwrap();
+    for (i, piece) in lines.chunks(lines.len().div_ceil(30)).enumerate() {
+        // A run that already failed closes its stdin: stop feeding then.
+        if piece.iter().any(|line| stdin.write_all(line).is_err()) || stdin.flush().is_err() {
+            break;
         }
-        stdin.flush().unwrap();
         std::thread::sleep(Duration::from_millis(150));
-        if i == 10 {
-            postgres_script("stop", &env);
-        }
-        if i == 20 {
-            postgres_script("start", &env);
-        }
+        between(i);
     }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "run failed: {stderr}");
-    assert!(
-        stderr.contains("retrying"),
-        "the outage was not noticed: {stderr}"
-    );
-    for line in stderr.lines().filter(|l| l.contains("PostgreSQL")) {
-        eprintln!("{line}"); // visible with --nocapture
-    }
-    assert!(
-        table_rows(&url, &table) == expected,
-        "table differs from JSONL after restart"
-    );
-    drop(stop_at_exit);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Stops the private cluster when the test ends, passed or not.
