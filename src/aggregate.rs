@@ -50,6 +50,9 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
+    /// The field's value at the earliest event time (ties: the smallest JSON text), `null` when
+    /// missing. Sessions use it to carry fields such as `user_id` from their first event.
+    First,
 }
 
 /// Precision of `count_distinct` in `mode = "approx"` when the dataflow names none (RSE 0.81 %).
@@ -65,8 +68,9 @@ impl AggKind {
             "avg" => AggKind::Avg,
             "min" => AggKind::Min,
             "max" => AggKind::Max,
+            "first" => AggKind::First,
             other => bail!(
-                "unknown aggregate `{other}` (expected count, rate_per_second, count_distinct, sum, avg, min or max)"
+                "unknown aggregate `{other}` (expected count, rate_per_second, count_distinct, sum, avg, min, max or first)"
             ),
         })
     }
@@ -113,6 +117,18 @@ impl AggKind {
         !matches!(self, AggKind::Count | AggKind::RatePerSecond)
     }
 
+    /// The PostgreSQL column type of the final value.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            AggKind::Count | AggKind::CountDistinct | AggKind::CountDistinctApprox { .. } => {
+                "bigint"
+            }
+            AggKind::Sum | AggKind::Avg => "numeric",
+            AggKind::RatePerSecond | AggKind::Min | AggKind::Max => "double precision",
+            AggKind::First => "text",
+        }
+    }
+
     pub fn new_acc(self) -> Acc {
         match self {
             AggKind::Count => Acc::Count(0),
@@ -125,6 +141,7 @@ impl AggKind {
             AggKind::Avg => Acc::Avg { nanos: 0, n: 0 },
             AggKind::Min => Acc::Min(None),
             AggKind::Max => Acc::Max(None),
+            AggKind::First => Acc::First(None),
         }
     }
 
@@ -156,6 +173,8 @@ impl AggKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Acc {
     Count(u64),
+    /// `(event time, value as JSON text)` of the earliest record seen.
+    First(Option<(u64, String)>),
     /// Number of records; rendered per second of the window's duration.
     RatePerSecond(u64),
     Distinct(ExactSet),
@@ -179,8 +198,26 @@ impl Acc {
     /// Folds one record's value, as returned by `AggKind::value_of` (`None`: missing or no field).
     #[inline]
     pub fn update(&mut self, value: Option<&Scalar<'_>>, number: Option<f64>) {
+        self.update_at(value, number, 0)
+    }
+
+    /// Folds one record at event time `ts` (order-aware aggregates such as `first` use it);
+    /// `number` is the value as `AggKind::value_of` returned it (numeric aggregates).
+    #[inline]
+    pub fn update_at(&mut self, value: Option<&Scalar<'_>>, number: Option<f64>, ts: u64) {
         match (self, number) {
             (Acc::Count(n) | Acc::RatePerSecond(n), _) => *n += 1,
+            (Acc::First(first), _) => {
+                if first.as_ref().is_some_and(|(t, _)| ts > *t) {
+                    return; // the common case (records mostly in order): nothing to format
+                }
+                let mut text = String::new();
+                match value {
+                    Some(v) => v.write_json(&mut text),
+                    None => text.push_str("null"),
+                }
+                merge_first(first, Some((ts, text)));
+            }
             // A record without the field adds no value (dataflows list such fields in `required`).
             (Acc::Distinct(set), _) => {
                 if let Some(value) = value {
@@ -218,6 +255,7 @@ impl Acc {
             }
             (Acc::Min(a), Acc::Min(b)) => *a = min_of(*a, *b, f64::min),
             (Acc::Max(a), Acc::Max(b)) => *a = min_of(*a, *b, f64::max),
+            (Acc::First(a), Acc::First(b)) => merge_first(a, b.clone()),
             (a, b) => unreachable!("merging different aggregates {a:?} and {b:?}"),
         }
     }
@@ -253,6 +291,14 @@ impl Acc {
                 write_f64(out, *v);
                 Ok(())
             }
+            Acc::First(Some((_, text))) => {
+                out.push_str(text);
+                Ok(())
+            }
+            Acc::First(None) => {
+                out.push_str("null");
+                Ok(())
+            }
         };
     }
 }
@@ -265,6 +311,16 @@ pub fn write_rounded(out: &mut String, value: f64) {
         let _ = write!(out, "{rounded}");
     } else {
         out.push_str("null");
+    }
+}
+
+/// Keeps the smaller `(time, text)`: commutative and associative, so the result does not depend
+/// on the order in which records and partials arrive.
+fn merge_first(into: &mut Option<(u64, String)>, other: Option<(u64, String)>) {
+    if let Some(other) = other {
+        if into.as_ref().is_none_or(|current| other < *current) {
+            *into = Some(other);
+        }
     }
 }
 
@@ -436,5 +492,22 @@ mod tests {
         assert!(AggKind::Min
             .value_of(Some(&Scalar::Str("NaN".into())))
             .is_err());
+    }
+
+    #[test]
+    fn first_is_order_independent() {
+        let value = |s: &'static str| Scalar::Str(s.into());
+        let mut a = AggKind::First.new_acc();
+        a.update_at(Some(&value("late")), None, 20);
+        let mut b = AggKind::First.new_acc();
+        b.update_at(Some(&value("b")), None, 10);
+        b.update_at(Some(&value("a")), None, 10);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        b.merge(&a);
+        assert_eq!(ab, b);
+        let mut s = String::new();
+        ab.write_json(0, 1, &mut s);
+        assert_eq!(s, "\"a\"");
     }
 }

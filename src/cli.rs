@@ -94,7 +94,7 @@ struct ServeSseArgs {
 
 #[derive(Parser)]
 struct GenerateArgs {
-    /// Kind of events: sps, frames, trades or page-views.
+    /// Kind of events: sps, frames, trades, page-views or sessions.
     kind: String,
     #[arg(long)]
     events: u64,

@@ -8,6 +8,7 @@
 use crate::generate::{self, GenOptions, Generator};
 use crate::metrics::Metrics;
 use crate::operators::prepare::Preparer;
+use crate::operators::session::session_aggregate;
 use crate::operators::window::window_aggregate;
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
@@ -93,7 +94,12 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
                 Arc::clone(&metrics),
                 local,
             );
-            window_aggregate(partials, spec).sink(Pipeline, "Output", move |(input, _frontier)| {
+            let rows = if spec.session_gap_ms().is_some() {
+                session_aggregate(partials, spec)
+            } else {
+                window_aggregate(partials, spec)
+            };
+            rows.sink(Pipeline, "Output", move |(input, _frontier)| {
                 let mut rows = Vec::new();
                 input.for_each(|_time, data| rows.append(data));
                 if let Err(e) = output.write_rows(&rows) {
@@ -163,7 +169,8 @@ fn partitions_for(
                 generate::shape_for(&spec.name).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
             let gen_options = GenOptions {
                 seed: index as u64 + 1,
-                rate: options.rate.max(1),
+                // This worker's share: stateful shapes (sessions) size their population by it.
+                rate: (options.rate / peers as u64).max(1),
                 start_ms: 0,
                 disorder_ms: spec.time.max_out_of_orderness_ms / 2,
                 bound_ms: spec.time.max_out_of_orderness_ms,

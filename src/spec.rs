@@ -256,6 +256,15 @@ impl Spec {
                 label: w.label.clone(),
             });
         }
+        let sessions = windows
+            .iter()
+            .any(|w| matches!(w.kind, WindowKind::Session { .. }));
+        if sessions && windows.len() > 1 {
+            bail!("windows: a session window must be the only window of a dataflow");
+        }
+        if sessions && group_by.is_empty() {
+            bail!("group_by: a session window needs a key (e.g. group_by = [\"session_id\"])");
+        }
         if windows.len() > 1 && windows.iter().any(|w| w.label.is_none()) {
             bail!(
                 "windows: with several windows every window needs a `label` to tell its rows apart"
@@ -266,10 +275,14 @@ impl Spec {
             bail!("aggregates: declare at least one aggregate");
         }
         let mut aggregates = Vec::new();
-        let mut output_names: Vec<String> = ["window_start", "window_end", "window"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut output_names: Vec<String> = if sessions {
+            SESSION_FIELDS.iter().map(|s| s.to_string()).collect()
+        } else {
+            ["window_start", "window_end", "window"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
         output_names.extend(raw.group_by.iter().cloned());
         for (i, a) in raw.aggregates.iter().enumerate() {
             let at = format!("aggregates[{i}]");
@@ -357,6 +370,19 @@ impl Spec {
             input,
             required,
             derived,
+        })
+    }
+}
+
+/// Output fields every session row has, before its group-by fields and aggregates.
+pub const SESSION_FIELDS: [&str; 3] = ["start_time", "end_time", "stream_duration_ms"];
+
+impl Spec {
+    /// The gap of the dataflow's session window, if it is a session dataflow.
+    pub fn session_gap_ms(&self) -> Option<u64> {
+        self.windows.iter().find_map(|w| match w.kind {
+            WindowKind::Session { gap_ms } => Some(gap_ms),
+            _ => None,
         })
     }
 }
@@ -456,5 +482,39 @@ mod tests {
             "name = \"device\"\n        fn"
         ))
         .contains("aggregates[0].name"));
+    }
+
+    const SESSIONS: &str = r#"
+        name = "sessions"
+        group_by = ["session_id"]
+        [time]
+        field = "time"
+        unit = "ms"
+        max_out_of_orderness = "10s"
+        [[windows]]
+        type = "session"
+        gap = "60s"
+        [[aggregates]]
+        name = "user_id"
+        fn = "first"
+        field = "user_id"
+        [[aggregates]]
+        name = "events"
+        fn = "count"
+    "#;
+
+    #[test]
+    fn parses_sessions() {
+        let spec = Spec::parse(SESSIONS).unwrap();
+        assert_eq!(spec.session_gap_ms(), Some(60_000));
+        assert!(
+            error_of(&SESSIONS.replace("gap = \"60s\"", "size = \"60s\"")).contains("windows[0]")
+        );
+        assert!(error_of(&SESSIONS.replace("[\"session_id\"]", "[]")).contains("group_by"));
+        assert!(error_of(&SESSIONS.replace("\"events\"", "\"start_time\""))
+            .contains("aggregates[1].name"));
+        assert!(
+            error_of(&SESSIONS.replace("field = \"user_id\"", "")).contains("aggregates[0].field")
+        );
     }
 }

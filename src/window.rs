@@ -25,6 +25,10 @@ pub enum WindowKind {
     Sliding { size_ms: u64, slide_ms: u64 },
     /// UTC calendar periods: ISO weeks start on Monday; months and years have their true lengths.
     Calendar { unit: CalendarUnit },
+    /// Per-key sessions: events closer than `gap_ms` belong to one session; a silence of exactly
+    /// `gap_ms` or more ends it. Sessions are not assigned here but merged by
+    /// `operators::session`.
+    Session { gap_ms: u64 },
 }
 
 /// A period of the UTC calendar.
@@ -119,7 +123,9 @@ impl WindowKind {
             }
             Ok(ms)
         };
-        reject("gap", raw.gap.is_some())?;
+        if raw.kind != "session" {
+            reject("gap", raw.gap.is_some())?;
+        }
         if raw.kind != "calendar" {
             reject("unit", raw.unit.is_some())?;
         }
@@ -147,8 +153,15 @@ impl WindowKind {
                 let unit = CalendarUnit::parse(unit).context("unit")?;
                 Ok(WindowKind::Calendar { unit })
             }
+            "session" => {
+                reject("size", raw.size.is_some())?;
+                reject("slide", raw.slide.is_some())?;
+                Ok(WindowKind::Session {
+                    gap_ms: duration("gap", &raw.gap)?,
+                })
+            }
             other => bail!(
-                "type: unknown window type `{other}` (expected tumbling, sliding or calendar)"
+                "type: unknown window type `{other}` (expected tumbling, sliding, calendar or session)"
             ),
         }
     }
@@ -164,6 +177,7 @@ impl WindowKind {
             WindowKind::Tumbling { size_ms } => fixed(size_ms),
             WindowKind::Sliding { size_ms, slide_ms } => fixed(gcd(size_ms, slide_ms)),
             WindowKind::Calendar { unit } => unit.bounds(ts),
+            WindowKind::Session { .. } => (ts, ts.saturating_add(1)),
         }
     }
 
@@ -187,6 +201,8 @@ impl WindowKind {
                 }
             }
             WindowKind::Calendar { unit } => each(pane_start, unit.bounds(pane_start).1),
+            // Sessions are merged per key by `operators::session`, not built from panes.
+            WindowKind::Session { .. } => {}
         }
     }
 
@@ -197,6 +213,7 @@ impl WindowKind {
             WindowKind::Tumbling { size_ms } => start.saturating_add(size_ms),
             WindowKind::Sliding { slide_ms, .. } => start.saturating_add(slide_ms),
             WindowKind::Calendar { unit } => unit.bounds(start).1,
+            WindowKind::Session { .. } => start.saturating_add(1),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod frames;
 pub mod page_views;
+pub mod sessions;
 pub mod sps;
 pub mod trades;
 
@@ -20,6 +21,14 @@ use std::io::Write;
 /// Writes one event of a given shape, with a given event time, as one line (no newline): a JSON
 /// object, or a CSV record for CSV shapes such as `trades`.
 pub trait EventShape: Send {
+    /// Called once by `Generator::new` with the run's options (rate, seed, …).
+    fn configure(&mut self, _options: &GenOptions) {}
+    /// The event time of the next event before disorder, called once before each event. Shapes
+    /// of independent events keep the generator's evenly paced `nominal_ms`; stateful shapes
+    /// (sessions) return their own schedule.
+    fn next_time(&mut self, _rng: &mut ChaCha8Rng, nominal_ms: u64) -> u64 {
+        nominal_ms
+    }
     fn write_event(&mut self, rng: &mut ChaCha8Rng, ts_ms: u64, out: &mut String);
     /// A line that is not a valid record of this shape.
     fn write_malformed(&mut self, rng: &mut ChaCha8Rng, ts_ms: u64, out: &mut String) {
@@ -40,7 +49,10 @@ pub fn shape_for(kind: &str) -> Result<Box<dyn EventShape>> {
         "frames" | "unique-users" => Box::new(frames::FramesShape::new()),
         "trades" | "stock-moving-average" => Box::new(trades::TradeShape::new()),
         "page-views" => Box::new(page_views::PageViewShape::new()),
-        other => bail!("no generator for `{other}` (available: sps, frames, trades, page-views)"),
+        "sessions" => Box::new(sessions::SessionsShape::new()),
+        other => bail!(
+            "no generator for `{other}` (available: sps, frames, trades, page-views, sessions)"
+        ),
     })
 }
 
@@ -68,7 +80,8 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(shape: Box<dyn EventShape>, options: GenOptions) -> Self {
+    pub fn new(mut shape: Box<dyn EventShape>, options: GenOptions) -> Self {
+        shape.configure(&options);
         Generator {
             shape,
             rng: ChaCha8Rng::seed_from_u64(options.seed),
@@ -85,6 +98,7 @@ impl Generator {
     /// Appends the next event line (no newline) to `out`, with nominal time `nominal_ms`.
     pub fn next_line_at(&mut self, nominal_ms: u64, out: &mut String) {
         self.index += 1;
+        let nominal_ms = self.shape.next_time(&mut self.rng, nominal_ms);
         let o = &self.options;
         let roll: f64 = self.rng.gen();
         if roll < o.malformed_fraction {

@@ -1,5 +1,7 @@
 //! Dataflow operators: record preparation with pre-aggregation (`prepare`) and the event-time
-//! window operator that emits each (window, key) exactly once (`window`).
+//! window operator that emits each (window, key) exactly once (`window`), and the session
+//! operator that emits each session exactly once (`session`).
 
 pub mod prepare;
+pub mod session;
 pub mod window;

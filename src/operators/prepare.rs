@@ -7,10 +7,17 @@
 //! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
 //! window whose end is beyond the event time of the records in it, and those records were on time
 //! for their partition, so a partial sent at the source's watermark can never reach a closed window.
+//!
+//! Session dataflows take another path after the group key: records are pre-merged per key into
+//! mini-sessions (a combiner: adjacent events of one key closer than the gap collapse into one
+//! `Partial` with `start` = first and `end` = last event time). Every event in a mini-session was
+//! on time, so `start >= watermark` and the session operator can never see it after the session
+//! it extends was emitted.
 
 use crate::aggregate::Acc;
 use crate::extract::{derive, Extractor, Fields, Line, Scalar};
 use crate::metrics::Metrics;
+use crate::operators::session::SessionSet;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
@@ -26,8 +33,10 @@ pub struct Partial {
     pub route: u64,
     /// Index into `Spec::windows`.
     pub window: u32,
-    /// The pane `[start, end)` (for tumbling windows, the window itself).
+    /// The pane `[start, end)` (for tumbling windows, the window itself); for a session
+    /// dataflow, `start` is the first event time of the (mini-)session.
     pub start: u64,
+    /// Window end (exclusive); for a session dataflow, the last event time (inclusive).
     pub end: u64,
     /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
     pub key: String,
@@ -77,6 +86,9 @@ pub struct Preparer {
     /// Per aggregate, the number the current record folds in (numeric aggregates).
     values: Vec<Option<f64>>,
     accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
+    /// Session dataflows: the gap, and the mini-sessions of this batch per group key.
+    session_gap: Option<u64>,
+    sessions: FxHashMap<Box<str>, SessionSet>,
     key: String,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -94,12 +106,15 @@ impl Preparer {
             .iter()
             .map(|w| CachedAssigner::new(w.kind.clone()))
             .collect();
+        let session_gap = spec.session_gap_ms();
         Preparer {
             spec,
             extractor,
             assigners,
             values: Vec::new(),
             accumulators: FxHashMap::default(),
+            session_gap,
+            sessions: FxHashMap::default(),
             key: String::new(),
             dead,
             metrics,
@@ -276,6 +291,31 @@ impl Preparer {
             value.write_json(&mut self.key);
         }
         let spec = &self.spec;
+        if let Some(gap) = self.session_gap {
+            let set = match self.sessions.get_mut(self.key.as_str()) {
+                Some(set) => set,
+                None => self.sessions.entry(self.key.as_str().into()).or_default(),
+            };
+            if let Some(session) = set.extend(ts, gap) {
+                let aggregates = spec.aggregates.iter().zip(&self.values);
+                for (acc, (agg, number)) in session.accs.iter_mut().zip(aggregates) {
+                    acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), *number, ts);
+                }
+                return;
+            }
+            let accs = spec
+                .aggregates
+                .iter()
+                .zip(&self.values)
+                .map(|(a, number)| {
+                    let mut acc = a.kind.new_acc();
+                    acc.update_at(a.field.and_then(|f| fields[f].as_ref()), *number, ts);
+                    acc
+                })
+                .collect();
+            set.insert(ts, ts, accs, gap, &mut Vec::new());
+            return;
+        }
         for (w, assigner) in self.assigners.iter_mut().enumerate() {
             let (start, end) = assigner.pane(ts);
             let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
@@ -292,7 +332,7 @@ impl Preparer {
                     .or_insert_with(|| spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()),
             };
             for ((acc, agg), number) in accs.iter_mut().zip(&spec.aggregates).zip(&self.values) {
-                acc.update(agg.field.and_then(|f| fields[f].as_ref()), *number);
+                acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), *number, ts);
             }
         }
     }
@@ -309,6 +349,20 @@ impl Preparer {
                     end,
                     key,
                     accs,
+                });
+            }
+        }
+        for (key, mut set) in self.sessions.drain() {
+            let key = String::from(key);
+            let route = route_of(&key);
+            for (start, session) in set.drain() {
+                out.push(Partial {
+                    route,
+                    window: 0,
+                    start,
+                    end: session.last,
+                    key: key.clone(),
+                    accs: session.accs,
                 });
             }
         }

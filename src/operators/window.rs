@@ -108,7 +108,7 @@ pub fn window_aggregate<'scope>(
 }
 
 /// Formats result rows: `window_start`, `window_end`, `window` (label), group fields, aggregates.
-struct RowRenderer {
+pub(crate) struct RowRenderer {
     labels: Vec<Option<String>>,
     group_names: Vec<String>,
     agg_names: Vec<String>,
@@ -117,7 +117,7 @@ struct RowRenderer {
 }
 
 impl RowRenderer {
-    fn new(spec: &Spec) -> Self {
+    pub(crate) fn new(spec: &Spec) -> Self {
         let quoted = |name: &str| {
             let mut s = String::new();
             write_json_string(&mut s, name);
@@ -145,6 +145,32 @@ impl RowRenderer {
         }
     }
 
+    /// Appends `,"group":value…,"aggregate":value…}`: the rest of a row after its time fields.
+    pub(crate) fn write_key_and_aggregates(
+        &self,
+        row: &mut String,
+        (start, end): (u64, u64),
+        key: &str,
+        accs: &[Acc],
+    ) {
+        for (name, value) in self.group_names.iter().zip(key.split(KEY_SEPARATOR)) {
+            row.push(',');
+            row.push_str(name);
+            row.push(':');
+            row.push_str(value);
+        }
+        for ((name, error), acc) in self.agg_names.iter().zip(&self.agg_errors).zip(accs) {
+            row.push(',');
+            row.push_str(name);
+            row.push(':');
+            acc.write_json(start, end, row);
+            if let Some(error) = error {
+                row.push_str(error);
+            }
+        }
+        row.push('}');
+    }
+
     fn render(&self, window: u32, start: u64, end: u64, key: &str, accs: &[Acc]) -> ResultRow {
         // Plain pushes and `itoa`: `format!` dominated the profile of high-cardinality jobs.
         let (mut start_text, mut end_text) = (itoa::Buffer::new(), itoa::Buffer::new());
@@ -159,22 +185,7 @@ impl RowRenderer {
             row.push_str(",\"window\":");
             row.push_str(label);
         }
-        for (name, value) in self.group_names.iter().zip(key.split(KEY_SEPARATOR)) {
-            row.push(',');
-            row.push_str(name);
-            row.push(':');
-            row.push_str(value);
-        }
-        for ((name, error), acc) in self.agg_names.iter().zip(&self.agg_errors).zip(accs) {
-            row.push(',');
-            row.push_str(name);
-            row.push(':');
-            acc.write_json(start, end, &mut row);
-            if let Some(error) = error {
-                row.push_str(error);
-            }
-        }
-        row.push('}');
+        self.write_key_and_aggregates(&mut row, (start, end), key, accs);
         let mut row_key = String::with_capacity(start_text.len() + end_text.len() + key.len() + 16);
         for part in [
             start_text,

@@ -6,6 +6,7 @@
 //! `out.p1.jsonl`, …). A sink that cannot write returns an error; the run then stops loudly.
 
 pub mod dead_letter;
+pub mod postgres;
 
 use crate::spec::Spec;
 
@@ -23,13 +24,18 @@ pub trait RowSink: Send + Sync {
     fn flush(&self) -> Result<()>;
 }
 
-/// Opens an `--output` target: `-` (stdout) or a file path.
+/// Opens an `--output` target: `-` (stdout), a file path, or `postgres://…` (see `postgres`).
 pub fn open_sink(
     target: &str,
-    _spec: &Spec,
+    spec: &Spec,
     process: usize,
     processes: usize,
 ) -> Result<std::sync::Arc<dyn RowSink>> {
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(postgres::PostgresSink::open(
+            target, spec,
+        )?));
+    }
     Ok(std::sync::Arc::new(LineWriter::open(
         target, process, processes,
     )?))
