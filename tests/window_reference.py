@@ -67,6 +67,13 @@ def derive(record, cfg):
             record[target] = values[0] if values else None
 
 
+def distinct_text(value):
+    """The text a distinct count compares: strings as they are, anything else as JSON."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     size, slide = cfg["size"], cfg["slide"]
@@ -82,9 +89,11 @@ def main():
                 raise ValueError
             if any(g not in record for g in cfg["group_by"]):
                 raise ValueError
-            values = [number(record.get(field)) if fn != "count" else None
+            values = [None if fn == "count"
+                      else distinct_text(record.get(field)) if fn == "count_distinct"
+                      else number(record.get(field))
                       for _, fn, field in cfg["aggregates"]]
-            if any(v is not None and not v.is_finite() for v in values):
+            if any(hasattr(v, "is_finite") and not v.is_finite() for v in values):
                 raise ValueError
         except (ValueError, KeyError, TypeError, ArithmeticError):
             malformed += 1
@@ -103,6 +112,8 @@ def main():
             present = [r[i] for r in rows if r[i] is not None]
             if fn == "count":
                 out[name] = len(rows)
+            elif fn == "count_distinct":
+                out[name] = len(set(present))
             elif fn == "sum":
                 out[name] = str(sum(present, Decimal(0)))
             elif fn == "avg":

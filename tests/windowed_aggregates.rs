@@ -271,7 +271,8 @@ fn page_views_by_path_and_campaign() {
     let (expected, malformed) = reference(&json!({
         "input": input, "format": "jsonl", "time": "time",
         "group_by": ["path", "utm_source", "utm_medium"], "size": 60_000, "slide": 60_000,
-        "aggregates": [["views", "count", null]], "required": ["anonymous_user_id", "url"],
+        "aggregates": [["views", "count", null], ["unique_users", "count_distinct", "anonymous_user_id"]],
+        "required": ["anonymous_user_id", "url"],
         "derive": {"path": ["url", "url_path"], "utm_source": ["url", "query:utm_source"],
                    "utm_medium": ["url", "query:utm_medium"]},
     }));
