@@ -76,26 +76,33 @@ pub fn window_aggregate<'scope>(
                 let capability = entry.remove();
                 closed_until = closed_until.max(end);
                 let kind = &spec.windows[window_index as usize].kind;
-                let mut per_key: Pane = FxHashMap::default();
-                for (_, pane) in panes.range((window_index, start)..(window_index, end)) {
-                    for (key, accs) in pane {
-                        match per_key.get_mut(key) {
-                            Some(sum) => sum.iter_mut().zip(accs).for_each(|(a, b)| a.merge(b)),
-                            None => {
-                                per_key.insert(key.clone(), accs.clone());
+                let next = kind.next_window_start(start);
+                let per_key: Pane = if next >= end {
+                    // Tumbling and calendar windows are one pane that no later window shares:
+                    // take it as it is instead of copying it.
+                    panes.remove(&(window_index, start)).unwrap_or_default()
+                } else {
+                    let mut per_key: Pane = FxHashMap::default();
+                    for (_, pane) in panes.range((window_index, start)..(window_index, end)) {
+                        for (key, accs) in pane {
+                            match per_key.get_mut(key) {
+                                Some(sum) => sum.iter_mut().zip(accs).for_each(|(a, b)| a.merge(b)),
+                                None => {
+                                    per_key.insert(key.clone(), accs.clone());
+                                }
                             }
                         }
                     }
-                }
-                // Panes before the next window's start belong to no window still to emit.
-                let next = kind.next_window_start(start);
-                let done: Vec<_> = panes
-                    .range((window_index, 0)..(window_index, next))
-                    .map(|(k, _)| *k)
-                    .collect();
-                done.iter().for_each(|k| {
-                    panes.remove(k);
-                });
+                    // Panes before the next window's start belong to no window still to emit.
+                    let done: Vec<_> = panes
+                        .range((window_index, 0)..(window_index, next))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    done.iter().for_each(|k| {
+                        panes.remove(k);
+                    });
+                    per_key
+                };
                 let mut rows: Vec<ResultRow> = per_key
                     .iter()
                     .map(|(key, accs)| renderer.render(window_index, start, end, key, accs))
