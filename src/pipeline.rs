@@ -11,14 +11,17 @@ use crate::operators::prepare::Preparer;
 use crate::operators::window::window_aggregate;
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
+use crate::sources::kafka::{CommitGate, KafkaInput};
 use crate::sources::{self, file, generator::LivePartition, Partition};
 use crate::spec::Spec;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Operator, Probe};
+use timely::dataflow::ProbeHandle;
 use timely::CommunicationConfig;
 
 /// Where the workers run.
@@ -41,6 +44,8 @@ pub struct RunOptions {
     pub chunk_size: u64,
     pub rate: u64,
     pub max_records: Option<u64>,
+    /// Set when `input` is a `kafka://` URL.
+    pub kafka: Option<KafkaInput>,
 }
 
 pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
@@ -75,7 +80,18 @@ pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
     let guards = timely::execute(config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let local = index % cluster.workers;
-        let partitions = partitions_for(&spec, &options, index, peers);
+        // Frontier after the output operator: rows at times it has passed were handed to the sink.
+        let written = ProbeHandle::new();
+        let gate = CommitGate {
+            probe: written.clone(),
+            horizon: spec.time.max_out_of_orderness_ms + window_extent(&spec),
+            sink: Arc::clone(&worker_output),
+        };
+        let (partitions, discovery) = match &options.kafka {
+            Some(kafka) => sources::kafka::partitions(kafka, index, peers, Some(gate))
+                .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+            None => (partitions_for(&spec, &options, index, peers), None),
+        };
         let dead = DeadLetters::new(dead_letter.clone(), Arc::clone(&worker_metrics));
         let preparer = Preparer::new(Arc::clone(&spec), dead, Arc::clone(&worker_metrics));
         let (spec, metrics, output) = (
@@ -84,21 +100,30 @@ pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
             Arc::clone(&worker_output),
         );
         worker.dataflow::<u64, _, _>(move |scope| {
-            let partials = sources::partitioned_source(
+            let partials = sources::partitioned_source_with(
                 scope,
                 partitions,
+                discovery,
                 preparer,
                 Arc::clone(&metrics),
                 local,
             );
-            window_aggregate(partials, spec).sink(Pipeline, "Output", move |(input, _frontier)| {
-                let mut rows = Vec::new();
-                input.for_each(|_time, data| rows.append(data));
-                if let Err(e) = output.write_rows(&rows) {
-                    crate::fatal(&format!("cannot write results: {e:#}"));
-                }
-                Metrics::add(&metrics.rows, rows.len() as u64);
-            });
+            window_aggregate(partials, spec)
+                .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Pipeline,
+                    "Output",
+                    move |_capability, _info| {
+                        move |input, _output| {
+                            let mut rows = Vec::new();
+                            input.for_each(|_time, data| rows.append(data));
+                            if let Err(e) = output.write_rows(&rows) {
+                                crate::fatal(&format!("cannot write results: {e:#}"));
+                            }
+                            Metrics::add(&metrics.rows, rows.len() as u64);
+                        }
+                    },
+                )
+                .probe_with(&written);
         });
     })
     .map_err(|e| anyhow!("cannot start workers: {e}"))?;
@@ -110,6 +135,18 @@ pub fn run(spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
     let _ = reporter.join();
     eprintln!("{}", metrics.summary(started.elapsed()));
     Ok(())
+}
+
+/// How far after an event time the last window containing it can end (the largest window
+/// extent over the dataflow's windows, measured at an aligned time).
+fn window_extent(spec: &Spec) -> u64 {
+    let mut extent = 0;
+    for window in &spec.windows {
+        window
+            .kind
+            .assign(0, |_start, end| extent = extent.max(end));
+    }
+    extent
 }
 
 /// The partitions worker `index` of `peers` reads.

@@ -4,8 +4,11 @@
 //! of one process; each worker hands it whole batches of rows, so lines never interleave. With
 //! several processes every process writes its own file (`out.jsonl` becomes `out.p0.jsonl`,
 //! `out.p1.jsonl`, …). A sink that cannot write returns an error; the run then stops loudly.
+//! `kafka://HOST:PORT/TOPIC` targets produce to a topic instead (`kafka::KafkaSink` for rows,
+//! `kafka::KafkaLines` for dead letters); all processes share the topic.
 
 pub mod dead_letter;
+pub mod kafka;
 
 use crate::spec::Spec;
 
@@ -23,13 +26,19 @@ pub trait RowSink: Send + Sync {
     fn flush(&self) -> Result<()>;
 }
 
-/// Opens an `--output` target: `-` (stdout) or a file path.
+/// Opens an `--output` target: `-` (stdout), a file path or `kafka://HOST:PORT/TOPIC`.
 pub fn open_sink(
     target: &str,
     _spec: &Spec,
     process: usize,
     processes: usize,
 ) -> Result<std::sync::Arc<dyn RowSink>> {
+    if crate::kafka::is_kafka_url(target) {
+        let options = crate::kafka::user_options();
+        return Ok(std::sync::Arc::new(kafka::KafkaSink::open(
+            target, &options,
+        )?));
+    }
     Ok(std::sync::Arc::new(LineWriter::open(
         target, process, processes,
     )?))
@@ -63,9 +72,13 @@ pub struct LineWriter {
 }
 
 impl LineWriter {
-    /// Opens `-` (stdout), `stderr`, or a file; with `processes > 1` the file name gets `.p{index}`.
+    /// Opens `-` (stdout), `stderr`, `kafka://HOST:PORT/TOPIC`, or a file; with `processes > 1` the file name gets `.p{index}`.
     pub fn open(target: &str, process: usize, processes: usize) -> Result<Self> {
         let sink: Box<dyn Write + Send> = match target {
+            kafka if crate::kafka::is_kafka_url(kafka) => Box::new(kafka::KafkaLines::open(
+                kafka,
+                &crate::kafka::user_options(),
+            )?),
             "-" => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
             "stderr" => Box::new(std::io::stderr()),
             path => {
