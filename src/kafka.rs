@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -102,10 +103,13 @@ pub fn owner(topic: &str, partition: i32, peers: usize) -> usize {
     (hash.wrapping_add(partition as u64) % peers as u64) as usize
 }
 
-/// librdkafka client context that reports warnings and errors on stderr, rate limited.
+/// librdkafka client context that reports warnings and errors on stderr, rate limited, and
+/// remembers that there was trouble (librdkafka reports broker outages through these callbacks,
+/// not through the consumer's poll) until a fetch succeeds again.
 pub struct Logger {
     name: String,
     state: Mutex<(Option<Instant>, u64)>,
+    trouble: AtomicBool,
 }
 
 impl Logger {
@@ -113,11 +117,22 @@ impl Logger {
         Logger {
             name: name.into(),
             state: Mutex::new((None, 0)),
+            trouble: AtomicBool::new(false),
         }
+    }
+
+    /// True after a warning or error, until `clear_trouble` (a successful fetch).
+    pub fn troubled(&self) -> bool {
+        self.trouble.load(Ordering::Relaxed)
+    }
+
+    pub fn clear_trouble(&self) {
+        self.trouble.store(false, Ordering::Relaxed);
     }
 
     /// Prints `message` unless a line was printed less than a second ago.
     pub fn warn(&self, message: &str) {
+        self.trouble.store(true, Ordering::Relaxed);
         let mut state = self.state.lock().expect("logger lock");
         let now = Instant::now();
         if state
@@ -146,7 +161,14 @@ impl ClientContext for Logger {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.warn(&format!("{error}: {reason}"));
+        // End of partition is news, not trouble (the consumer's poll reports it too).
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            self.warn(&format!("{error}: {reason}"));
+        }
     }
 }
 

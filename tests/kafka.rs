@@ -476,7 +476,7 @@ fn restart_with_committed_offsets_misses_no_window() {
     let expected = file_output(dir.path(), &input);
     let topic = unique("restart");
     let group = unique("restart-group");
-    // Create the topic first, then produce at 4000 events/s (5 s) while the job runs.
+    // Create the topic first, then produce at 1000 events/s (20 s) while the job runs.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     replay_to(&empty, &topic, 3, &[]);
@@ -492,7 +492,8 @@ fn restart_with_committed_offsets_misses_no_window() {
             "--start",
             "committed",
         ])
-        .args(["--kafka-group", &group, "-w", "2", "--idle-timeout", "1s"])
+        // Historical (2018) events: no partition may turn idle, or the wall clock would take over.
+        .args(["--kafka-group", &group, "-w", "2", "--idle-timeout", "1h"])
         .args([
             "--output",
             first_out.to_str().unwrap(),
@@ -504,9 +505,15 @@ fn restart_with_committed_offsets_misses_no_window() {
         .unwrap();
     let producer = {
         let (input, topic) = (input.clone(), topic.clone());
-        std::thread::spawn(move || replay_to(&input, &topic, 3, &["--rate", "4000"]))
+        std::thread::spawn(move || replay_to(&input, &topic, 3, &["--rate", "1000"]))
     };
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill it once it has reported a third of the windows (offsets are committed about a second
+    // after the windows holding their records were emitted).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sorted_lines(&first_out).len() < expected.len() / 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     first.kill().unwrap(); // SIGKILL: no clean shutdown, no final commit
     first.wait().unwrap();
     producer.join().unwrap();
@@ -553,5 +560,118 @@ fn restart_with_committed_offsets_misses_no_window() {
         second_rows.len(),
         expected.len(),
         first_rows.len() + second_rows.len() - expected.len()
+    );
+}
+
+/// The broker stopped mid-run and started again (durable storage): the live job keeps running,
+/// reports no window as complete while the broker is away, and its output is complete.
+/// The outage (14 s) is longer than the idle timeout (10 s): the partitions, caught up before the
+/// outage, must not count as idle while the broker is away. The rest is produced right after the
+/// restart, well within the idle timeout: in live mode, once every partition is idle the
+/// watermark follows the wall clock, and these 2018 events would then be late.
+#[test]
+fn job_survives_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: u16 = std::env::var("STREAMSTATS_KAFKA_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19092);
+    // A broker of its own (port base + 10, object store base + 11), so other tests are unaffected.
+    let env = [
+        ("STREAMSTATS_KAFKA_PORT", (base + 10).to_string()),
+        (
+            "STREAMSTATS_KAFKA_DIR",
+            dir.path().join("broker").display().to_string(),
+        ),
+        ("STREAMSTATS_KAFKA_STORAGE", "disk".to_string()),
+    ];
+    let kafka_sh = |command: &str| {
+        let status = Command::new(repo().join("scripts/kafka.sh"))
+            .arg(command)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kafka.sh {command}");
+    };
+    let address = start_broker(&env);
+    let input = fixture(dir.path(), 20_000, 17);
+    let expected = file_output(dir.path(), &input);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = (
+        dir.path().join("first.jsonl"),
+        dir.path().join("second.jsonl"),
+    );
+    std::fs::write(&first, lines[..lines.len() / 2].join("\n")).unwrap();
+    std::fs::write(&second, lines[lines.len() / 2..].join("\n")).unwrap();
+    let url = format!("kafka://{address}/restart-broker");
+    let produce = |file: &Path| {
+        let (file, url) = (file.to_str().unwrap(), url.as_str());
+        streamstats(&["replay", file, "--output", url, "--partitions", "3"]);
+    };
+    produce(&first);
+    let out = dir.path().join("out.jsonl");
+    let mut job = Command::new(BIN)
+        .current_dir(repo())
+        .args([
+            "run",
+            "dataflows/sps.toml",
+            "--input",
+            &url,
+            "--start",
+            "earliest",
+        ])
+        .args([
+            "--idle-timeout",
+            "10s",
+            "-w",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--dead-letter",
+            dir.path().join("dl.jsonl").to_str().unwrap(),
+        ])
+        .stderr(std::fs::File::create(dir.path().join("job.log")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // first half read, not idle yet
+    let stopping = Instant::now();
+    kafka_sh("stop");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "the broker took too long to stop"
+    );
+    let before = sorted_lines(&out).len();
+    std::thread::sleep(Duration::from_secs(14)); // longer than the idle timeout
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "the job died with the broker"
+    );
+    let during = sorted_lines(&out).len();
+    assert_eq!(
+        before, during,
+        "windows were reported while the broker was away"
+    );
+    start_broker(&env);
+    produce(&second);
+    // The rest is read, then every partition becomes idle and the last windows close.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sorted_lines(&out).len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = job.kill();
+    let _ = job.wait();
+    kafka_sh("stop");
+    let got = sorted_lines(&out);
+    let log = std::fs::read_to_string(dir.path().join("job.log")).unwrap_or_default();
+    assert!(
+        got == expected,
+        "{} rows, expected {}; job log:\n{}",
+        got.len(),
+        expected.len(),
+        &log[log.len().saturating_sub(3000)..]
     );
 }

@@ -16,7 +16,9 @@
 //!   the replay short. On a topic written faster than we read, the end is where we caught up.)
 //! - Live mode: a partition that has been at its high-water mark (librdkafka's partition EOF)
 //!   with no new record for `idle_timeout` is `idle`. Any error (broker unreachable, leader
-//!   change, restart) clears that state, so an outage never lets the watermark advance; librdkafka
+//!   change, restart; librdkafka reports most of them through its log and error callbacks, see
+//!   `Logger::troubled`) clears that state until a fetch succeeds again, so an outage never lets
+//!   the watermark advance; librdkafka
 //!   reconnects with exponential backoff (`reconnect.backoff.*`) and we log the error and keep
 //!   asking, holding the capability. New partitions of the topic are found every
 //!   `DISCOVERY_INTERVAL` by `KafkaDiscovery` and read from their beginning.
@@ -51,7 +53,7 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long start-up waits for the broker and the topic before giving up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `peek` waits for the first records of a partition.
-const PEEK_TIMEOUT: Duration = Duration::from_secs(2);
+const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a job starts reading each partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,13 +155,12 @@ impl KafkaInput {
         &self,
         consumer: &BaseConsumer<Logger>,
         patience: Duration,
+        request_timeout: Duration,
     ) -> Result<Vec<i32>> {
         let deadline = Instant::now() + patience;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let problem = match consumer
-                .fetch_metadata(Some(&self.url.topic), Duration::from_secs(5))
-            {
+            let problem = match consumer.fetch_metadata(Some(&self.url.topic), request_timeout) {
                 Ok(metadata) => match metadata
                     .topics()
                     .iter()
@@ -252,7 +253,7 @@ pub fn partitions(
     gate: Option<CommitGate>,
 ) -> Result<OwnedPartitions> {
     let metadata = input.new_consumer(&format!("{}/metadata", input.url.topic))?;
-    let ids = input.partition_ids(&metadata, STARTUP_TIMEOUT)?;
+    let ids = input.partition_ids(&metadata, STARTUP_TIMEOUT, Duration::from_secs(5))?;
     let mut owned: Vec<Box<dyn Partition>> = Vec::new();
     for &id in ids
         .iter()
@@ -349,13 +350,17 @@ impl KafkaPartition {
         }
     }
 
+    /// A fetch succeeded: the broker answers again.
     fn recovered(&mut self) {
-        if let Some(since) = self.failing_since.take() {
-            eprintln!(
-                "streamstats: kafka {}: reading again after {:.1} s of errors",
-                self.name,
-                since.elapsed().as_secs_f64()
-            );
+        let since = self.failing_since.take();
+        if since.is_some() || self.consumer.context().troubled() {
+            let after = since.map_or(String::new(), |t| {
+                format!(" after {:.1} s of errors", t.elapsed().as_secs_f64())
+            });
+            eprintln!("streamstats: kafka {}: fetching again{after}", self.name);
+            self.consumer.context().clear_trouble();
+            // The idle timeout starts again from the first end-of-partition after the trouble.
+            self.caught_up_since = None;
         }
     }
 
@@ -459,7 +464,10 @@ impl Partition for KafkaPartition {
     }
 
     fn idle(&self) -> bool {
+        // IMPORTANT: librdkafka reports a broker outage through the log/error callbacks, not
+        // through poll: any trouble since the last successful fetch means "not idle".
         self.peeked.is_empty()
+            && !self.consumer.context().troubled()
             && self
                 .caught_up_since
                 .is_some_and(|t| t.elapsed() >= self.idle_timeout)
@@ -507,7 +515,12 @@ impl Discovery for KafkaDiscovery {
             return Vec::new();
         }
         self.last = Instant::now();
-        let Ok(ids) = self.input.partition_ids(&self.metadata, Duration::ZERO) else {
+        let Ok(ids) = self.input.partition_ids(
+            &self.metadata,
+            Duration::ZERO,
+            // Short: this runs on the worker thread, which must keep reading during an outage.
+            Duration::from_millis(200),
+        ) else {
             return Vec::new(); // broker unreachable: try again next interval
         };
         let mut found: Vec<Box<dyn Partition>> = Vec::new();
