@@ -128,6 +128,33 @@ fn file_output(dir: &Path, input: &Path) -> Vec<String> {
     sorted_lines(&out)
 }
 
+/// A fixture of `events` SPS events in a fresh directory, and its file replay's output rows.
+fn golden(events: u64, seed: u64) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture(dir.path(), events, seed);
+    let expected = file_output(dir.path(), &input);
+    (dir, input, expected)
+}
+
+/// Same rows as the file replay (compared sorted; printing counts, not 10^4 rows).
+fn assert_rows(got: &[String], expected: &[String], what: &str) {
+    assert!(
+        got == expected,
+        "{what}: {} rows, expected {}",
+        got.len(),
+        expected.len()
+    );
+}
+
+/// `streamstats run dataflows/sps.toml --input INPUT`, to add arguments to and spawn.
+fn sps_job(input: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(repo())
+        .args(["run", "dataflows/sps.toml", "--input", input]);
+    command
+}
+
 fn replay_to(input: &Path, topic: &str, partitions: u32, extra: &[&str]) {
     let url = format!("kafka://{}/{topic}", broker());
     let mut args = vec![
@@ -211,9 +238,7 @@ fn read_topic_while(topic: &str, go: impl Fn(Instant) -> bool) -> Vec<(Instant, 
 
 #[test]
 fn until_end_replays_equal_the_file_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = fixture(dir.path(), 30_000, 7);
-    let expected = file_output(dir.path(), &input);
+    let (dir, input, expected) = golden(30_000, 7);
     assert!(
         expected.len() > 1000,
         "fixture too small: {} rows",
@@ -229,11 +254,10 @@ fn until_end_replays_equal_the_file_replay() {
                 workers,
                 &format!("{partitions}-{workers}"),
             );
-            assert!(
-                got == expected,
-                "{partitions} partitions, -w {workers}: {} rows, expected {}",
-                got.len(),
-                expected.len()
+            assert_rows(
+                &got,
+                &expected,
+                &format!("{partitions} partitions, -w {workers}"),
             );
         }
     }
@@ -241,9 +265,7 @@ fn until_end_replays_equal_the_file_replay() {
 
 #[test]
 fn until_end_with_two_processes_equals_the_file_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = fixture(dir.path(), 20_000, 11);
-    let expected = file_output(dir.path(), &input);
+    let (dir, input, expected) = golden(20_000, 11);
     let topic = unique("golden-2p");
     replay_to(&input, &topic, 3, &[]);
     let hostfile = dir.path().join("hosts");
@@ -256,17 +278,8 @@ fn until_end_with_two_processes_equals_the_file_replay() {
     let url = format!("kafka://{}/{topic}", broker());
     let children: Vec<_> = (0..2)
         .map(|p| {
-            Command::new(BIN)
-                .current_dir(repo())
-                .args([
-                    "run",
-                    "dataflows/sps.toml",
-                    "--input",
-                    &url,
-                    "--until-end",
-                    "-w",
-                    "2",
-                ])
+            sps_job(&url)
+                .args(["--until-end", "-w", "2"])
                 .args([
                     "-n",
                     "2",
@@ -291,19 +304,12 @@ fn until_end_with_two_processes_equals_the_file_replay() {
     let mut got = sorted_lines(&dir.path().join("out.p0.jsonl"));
     got.extend(sorted_lines(&dir.path().join("out.p1.jsonl")));
     got.sort();
-    assert!(
-        got == expected,
-        "{} rows, expected {}",
-        got.len(),
-        expected.len()
-    );
+    assert_rows(&got, &expected, "two processes");
 }
 
 #[test]
 fn results_topic_holds_the_file_replay_rows_keyed_by_window_and_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = fixture(dir.path(), 10_000, 5);
-    let expected = file_output(dir.path(), &input);
+    let (_dir, input, expected) = golden(10_000, 5);
     let (topic, results) = (unique("sink-in"), unique("sink-out"));
     replay_to(&input, &topic, 3, &["--key", "device"]);
     let url = format!("kafka://{}/{results}", broker());
@@ -324,12 +330,7 @@ fn results_topic_holds_the_file_replay_rows_keyed_by_window_and_group() {
     let messages = read_topic(&results, Duration::from_secs(2));
     let mut got: Vec<String> = messages.iter().map(|(_, _, v)| v.clone()).collect();
     got.sort();
-    assert!(
-        got == expected,
-        "{} rows, expected {}",
-        got.len(),
-        expected.len()
-    );
+    assert_rows(&got, &expected, "results topic");
     let keys: BTreeSet<&str> = messages.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(
         keys.len(),
@@ -401,16 +402,8 @@ fn live_windows_are_reported_promptly() {
         let (results, until) = (results.clone(), Instant::now() + Duration::from_secs(15));
         std::thread::spawn(move || read_topic_while(&results, |_| Instant::now() < until))
     };
-    let mut job = Command::new(BIN)
-        .current_dir(repo())
-        .args([
-            "run",
-            "dataflows/sps.toml",
-            "--input",
-            &input_url,
-            "--start",
-            "earliest",
-        ])
+    let mut job = sps_job(&input_url)
+        .args(["--start", "earliest"])
         .args([
             "--max-out-of-orderness",
             "2s",
@@ -471,9 +464,7 @@ fn live_windows_are_reported_promptly() {
 /// appears, with its complete value, in the union of the two runs' outputs.
 #[test]
 fn restart_with_committed_offsets_misses_no_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = fixture(dir.path(), 20_000, 13);
-    let expected = file_output(dir.path(), &input);
+    let (dir, input, expected) = golden(20_000, 13);
     let topic = unique("restart");
     let group = unique("restart-group");
     // Create the topic first, then produce at 1000 events/s (20 s) while the job runs.
@@ -482,16 +473,8 @@ fn restart_with_committed_offsets_misses_no_window() {
     replay_to(&empty, &topic, 3, &[]);
     let url = format!("kafka://{}/{topic}", broker());
     let first_out = dir.path().join("first.jsonl");
-    let mut first = Command::new(BIN)
-        .current_dir(repo())
-        .args([
-            "run",
-            "dataflows/sps.toml",
-            "--input",
-            &url,
-            "--start",
-            "committed",
-        ])
+    let mut first = sps_job(&url)
+        .args(["--start", "committed"])
         // Historical (2018) events: no partition may turn idle, or the wall clock would take over.
         .args(["--kafka-group", &group, "-w", "2", "--idle-timeout", "1h"])
         .args([
@@ -612,16 +595,8 @@ fn job_survives_a_broker_restart() {
     };
     produce(&first);
     let out = dir.path().join("out.jsonl");
-    let mut job = Command::new(BIN)
-        .current_dir(repo())
-        .args([
-            "run",
-            "dataflows/sps.toml",
-            "--input",
-            &url,
-            "--start",
-            "earliest",
-        ])
+    let mut job = sps_job(&url)
+        .args(["--start", "earliest"])
         .args([
             "--idle-timeout",
             "10s",
