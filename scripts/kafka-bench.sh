@@ -2,7 +2,8 @@
 # Benchmark (not a test): events/s that `streamstats run --until-end` consumes and processes from
 # an 8-partition topic at -w 1 and -w 2, next to the rate at which a plain librdkafka consumer
 # (examples/kafka_drain.rs: same client library and fetch settings, no processing) drains the
-# same topic from the same broker: the ceiling.
+# same topic from the same broker: the ceiling. For context it also times the same events read
+# from the JSONL file, which shows how much of the time is processing rather than Kafka.
 #
 #   scripts/kafka-bench.sh [EVENTS]        (default 2000000 SPS events, ~200 MB)
 #
@@ -37,6 +38,13 @@ for workers in 1 2; do
         --until-end -w "$workers" --output /dev/null --dead-letter /dev/null
     t1=$(now)
     results+=("streamstats run --until-end -w $workers: $(rate "$t0" "$t1") events/s")
+done
+# Context: the same events from the JSONL file (no Kafka): the engine's own processing rate.
+for workers in 1 2; do
+    t0=$(now)
+    $BIN run dataflows/sps.toml --input "$DATA" -w "$workers" --output /dev/null --dead-letter /dev/null
+    t1=$(now)
+    results+=("streamstats run --input FILE -w $workers (no Kafka): $(rate "$t0" "$t1") events/s")
 done
 echo
 echo "== $EVENTS events, $(du -h "$DATA" | cut -f1) JSONL, $PARTITIONS partitions, broker $BROKER"

@@ -52,6 +52,11 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long start-up waits for the broker and the topic before giving up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes one `read` takes from a partition. The source reads its partitions in turn, so a
+/// small slice keeps them close in event time: the watermark (their minimum) then advances
+/// steadily and windows close early, instead of one partition running far ahead while all
+/// windows stay open (a topic's partitions usually cover the same time range).
+const SLICE_BYTES: usize = 256 << 10;
 /// How long `peek` waits for the first records of a partition.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -309,23 +314,24 @@ pub struct KafkaPartition {
 
 /// What one poll of a partition's consumer produced.
 enum Polled {
-    Record(i64, Vec<u8>),
+    /// A record, handed to the caller's closure (zero-copy); its offset.
+    Record(i64),
     Nothing,
     End,
 }
 
 impl KafkaPartition {
     /// Polls once, without waiting longer than `timeout`.
-    fn poll(&mut self, timeout: Duration) -> Polled {
+    fn poll(&mut self, timeout: Duration, record: &mut dyn FnMut(i64, &[u8])) -> Polled {
         match self.consumer.poll(timeout) {
             None => Polled::Nothing,
             Some(Ok(message)) => {
                 let offset = message.offset();
-                let line = message.payload().unwrap_or_default().to_vec();
+                record(offset, message.payload().unwrap_or_default());
                 drop(message);
                 self.recovered();
                 self.caught_up_since = None;
-                Polled::Record(offset, line)
+                Polled::Record(offset)
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 self.recovered();
@@ -414,8 +420,11 @@ impl Partition for KafkaPartition {
     fn peek(&mut self, _max_bytes: usize, each: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> {
         let deadline = Instant::now() + PEEK_TIMEOUT;
         while !self.ended && Instant::now() < deadline {
-            match self.poll(Duration::from_millis(50)) {
-                Polled::Record(offset, line) => {
+            let mut kept = None;
+            let mut keep = |offset: i64, line: &[u8]| kept = Some((offset, line.to_vec()));
+            match self.poll(Duration::from_millis(50), &mut keep) {
+                Polled::Record(_) => {
+                    let (offset, line) = kept.expect("poll delivered a record");
                     let more = each(&line);
                     self.peeked.push_back((offset, line));
                     if !more {
@@ -436,22 +445,29 @@ impl Partition for KafkaPartition {
         each: &mut dyn FnMut(u64, &[u8]),
     ) -> io::Result<ReadStatus> {
         let mut read = 0;
+        let max_bytes = max_bytes.min(SLICE_BYTES);
         while read < max_bytes {
-            let (offset, line) = match self.peeked.pop_front() {
-                Some(record) => record,
-                None if self.ended => break,
-                None => match self.poll(Duration::ZERO) {
-                    Polled::Record(offset, line) => (offset, line),
-                    Polled::Nothing => break,
-                    Polled::End => {
-                        self.ended = true;
-                        break;
-                    }
-                },
+            if let Some((offset, line)) = self.peeked.pop_front() {
+                read += line.len() + 1;
+                each(offset as u64, &line);
+                self.next = Some(offset + 1);
+                continue;
+            }
+            if self.ended {
+                break;
+            }
+            let mut deliver = |offset: i64, line: &[u8]| {
+                read += line.len() + 1;
+                each(offset as u64, line);
             };
-            read += line.len() + 1;
-            each(offset as u64, &line);
-            self.next = Some(offset + 1);
+            match self.poll(Duration::ZERO, &mut deliver) {
+                Polled::Record(offset) => self.next = Some(offset + 1),
+                Polled::Nothing => break,
+                Polled::End => {
+                    self.ended = true;
+                    break;
+                }
+            }
         }
         self.commit_ready(false);
         Ok(if read > 0 {
