@@ -5,6 +5,7 @@
 
 use crate::generate::{self, GenOptions};
 use crate::pipeline::{self, Cluster, RunOptions};
+use crate::sources::kafka::{KafkaInput, StartAt};
 use crate::spec::Spec;
 use crate::time::parse_duration_ms;
 use anyhow::{bail, Context, Result};
@@ -30,14 +31,16 @@ enum Command {
     ServeSse(ServeSseArgs),
     /// Write deterministic synthetic events (sps, page-views: JSONL; trades: CSV).
     Generate(GenerateArgs),
+    /// Produce a JSONL file to a Kafka topic, one message per line.
+    Replay(ReplayArgs),
 }
 
 #[derive(Parser)]
 struct RunArgs {
     /// Dataflow file, e.g. dataflows/sps.toml.
     dataflow: PathBuf,
-    /// Input: a JSONL or CSV file, FILE.gz, - for stdin, or sse+http://HOST:PORT/PATH (server-sent
-    /// events). Without it: the built-in live generator.
+    /// Input: a JSONL or CSV file, FILE.gz, - for stdin, sse+http://HOST:PORT/PATH (server-sent
+    /// events) or kafka://HOST:PORT[,HOST:PORT]/TOPIC. Without it: the built-in live generator.
     #[arg(long)]
     input: Option<String>,
     /// Result rows as JSONL: a file or - (stdout). With several processes each writes FILE.pN.EXT.
@@ -70,6 +73,60 @@ struct RunArgs {
     /// Live generator: stop after this many events per worker.
     #[arg(long)]
     max_records: Option<u64>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Options of a `kafka://` input or output.
+#[derive(clap::Args)]
+struct KafkaArgs {
+    /// A librdkafka property for every Kafka client (SASL, TLS, tuning); repeatable.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
+    /// Consumer group whose offsets are committed and read by --start committed
+    /// (default: streamstats.DATAFLOW.TOPIC).
+    #[arg(long)]
+    kafka_group: Option<String>,
+    /// Where to start reading: earliest, latest, committed, epoch ms, an RFC 3339 time, or
+    /// -DURATION such as -730d (default: earliest with --until-end, committed otherwise).
+    #[arg(long)]
+    start: Option<String>,
+    /// Stop at the high-water marks seen at start and close every window (a bounded replay).
+    #[arg(long)]
+    until_end: bool,
+    /// Live Kafka: a partition with no new records for this long stops holding the watermark back.
+    #[arg(long, default_value = "5s")]
+    idle_timeout: String,
+}
+
+#[derive(Parser)]
+struct ReplayArgs {
+    /// JSONL file (FILE.gz, or - for stdin).
+    file: String,
+    /// kafka://HOST:PORT[,HOST:PORT]/TOPIC
+    #[arg(long)]
+    output: String,
+    /// Messages per second.
+    #[arg(long, conflicts_with = "speed")]
+    rate: Option<f64>,
+    /// Pace by event time at this many times real time (e.g. 1 = as it happened, 10 = 10x faster).
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Event-time field for --speed.
+    #[arg(long, default_value = "time")]
+    time_field: String,
+    /// Unit of the event-time field: ms, s or rfc3339.
+    #[arg(long, default_value = "ms")]
+    time_unit: String,
+    /// Message key field (same key, same partition); without it line i goes to partition i % N.
+    #[arg(long)]
+    key: Option<String>,
+    /// Create the topic with this many partitions if it does not exist.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// A librdkafka property (SASL, TLS, tuning); repeatable.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -127,6 +184,7 @@ pub fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::ServeSse(args) => serve_sse(args),
+        Command::Replay(args) => replay(args),
         Command::Generate(args) => {
             for (name, value) in [
                 ("--late-fraction", args.late_fraction),
@@ -181,12 +239,16 @@ fn run(args: RunArgs) -> Result<()> {
         bail!("-w/--workers: must be at least 1");
     }
     let cluster = cluster(&args)?;
-    if let Some(input) = &args.input {
+    let kafka = kafka_input(&args, &spec)?;
+    if let Some(input) = args.input.as_ref().filter(|_| kafka.is_none()) {
         if input.starts_with(crate::sources::sse::SCHEME) {
             crate::sources::sse::SseUrl::parse(input).context("--input")?;
         } else if input != "-" && !std::path::Path::new(input).is_file() {
             bail!("--input: {input} is not a readable file");
         }
+    }
+    if crate::kafka::is_kafka_url(&args.output) {
+        crate::kafka::KafkaUrl::parse(&args.output).context("--output")?;
     }
     let options = RunOptions {
         input: args.input,
@@ -195,8 +257,66 @@ fn run(args: RunArgs) -> Result<()> {
         chunk_size: parse_bytes(&args.chunk_size).context("--chunk-size")?,
         rate: args.rate,
         max_records: args.max_records,
+        kafka,
     };
     pipeline::run(spec, options, cluster)
+}
+
+/// Validates the Kafka options; `Some` when the input is a `kafka://` URL.
+fn kafka_input(args: &RunArgs, spec: &Spec) -> Result<Option<KafkaInput>> {
+    let k = &args.kafka;
+    let options = crate::kafka::parse_options(&k.kafka_options)?;
+    crate::kafka::set_user_options(options.clone());
+    let idle_timeout = parse_duration_ms(&k.idle_timeout).context("--idle-timeout")?;
+    let Some(input) = args
+        .input
+        .as_deref()
+        .filter(|i| crate::kafka::is_kafka_url(i))
+    else {
+        if k.until_end || k.start.is_some() || k.kafka_group.is_some() {
+            bail!("--until-end, --start and --kafka-group need a kafka:// --input");
+        }
+        return Ok(None);
+    };
+    let url = crate::kafka::KafkaUrl::parse(input).context("--input")?;
+    let start = match &k.start {
+        Some(text) => StartAt::parse(text).context("--start")?,
+        None if k.until_end => StartAt::Earliest,
+        None => StartAt::Committed,
+    };
+    Ok(Some(KafkaInput {
+        group: k
+            .kafka_group
+            .clone()
+            .unwrap_or_else(|| format!("streamstats.{}.{}", spec.name, url.topic)),
+        url,
+        options,
+        start,
+        until_end: k.until_end,
+        idle_timeout: std::time::Duration::from_millis(idle_timeout),
+    }))
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    for (name, value) in [("--rate", args.rate), ("--speed", args.speed)] {
+        if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+            bail!("{name}: must be a positive number");
+        }
+    }
+    if args.partitions.is_some_and(|n| n < 1) {
+        bail!("--partitions: must be at least 1");
+    }
+    crate::replay::replay(crate::replay::ReplayOptions {
+        file: args.file,
+        output: args.output,
+        rate: args.rate,
+        speed: args.speed,
+        time_field: args.time_field,
+        time_unit: crate::time::TimeUnit::parse(&args.time_unit).context("--time-unit")?,
+        key: args.key,
+        partitions: args.partitions,
+        options: crate::kafka::parse_options(&args.kafka_options)?,
+    })
 }
 
 fn cluster(args: &RunArgs) -> Result<Cluster> {

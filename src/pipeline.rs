@@ -12,14 +12,17 @@ use crate::operators::session::session_aggregate;
 use crate::operators::window::window_aggregate;
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
+use crate::sources::kafka::{CommitGate, KafkaInput};
 use crate::sources::{self, file, generator::LivePartition, sse, Partition};
 use crate::spec::Spec;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Operator, Probe};
+use timely::dataflow::ProbeHandle;
 use timely::CommunicationConfig;
 
 /// Where the workers run.
@@ -42,6 +45,8 @@ pub struct RunOptions {
     pub chunk_size: u64,
     pub rate: u64,
     pub max_records: Option<u64>,
+    /// Set when `input` is a `kafka://` URL.
+    pub kafka: Option<KafkaInput>,
 }
 
 pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> {
@@ -78,7 +83,21 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
     let guards = timely::execute(config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let local = index % cluster.workers;
-        let partitions = partitions_for(&spec, &options, index, peers);
+        // Frontier after the output operator: rows at times it has passed were handed to the sink.
+        let written = ProbeHandle::new();
+        let gate = CommitGate {
+            probe: written.clone(),
+            horizon: spec
+                .time
+                .max_out_of_orderness_ms
+                .saturating_add(window_extent(&spec)),
+            sink: Arc::clone(&worker_output),
+        };
+        let (partitions, discovery) = match &options.kafka {
+            Some(kafka) => sources::kafka::partitions(kafka, index, peers, Some(gate))
+                .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+            None => (partitions_for(&spec, &options, index, peers), None),
+        };
         let dead = DeadLetters::new(dead_letter.clone(), Arc::clone(&worker_metrics));
         let preparer = Preparer::new(Arc::clone(&spec), dead, Arc::clone(&worker_metrics));
         let (spec, metrics, output) = (
@@ -87,9 +106,10 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
             Arc::clone(&worker_output),
         );
         worker.dataflow::<u64, _, _>(move |scope| {
-            let partials = sources::partitioned_source(
+            let partials = sources::partitioned_source_with(
                 scope,
                 partitions,
+                discovery,
                 preparer,
                 Arc::clone(&metrics),
                 local,
@@ -99,14 +119,21 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
             } else {
                 window_aggregate(partials, spec)
             };
-            rows.sink(Pipeline, "Output", move |(input, _frontier)| {
-                let mut rows = Vec::new();
-                input.for_each(|_time, data| rows.append(data));
-                if let Err(e) = output.write_rows(&rows) {
-                    crate::fatal(&format!("cannot write results: {e:#}"));
-                }
-                Metrics::add(&metrics.rows, rows.len() as u64);
-            });
+            rows.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                "Output",
+                move |_capability, _info| {
+                    move |input, _output| {
+                        let mut rows = Vec::new();
+                        input.for_each(|_time, data| rows.append(data));
+                        if let Err(e) = output.write_rows(&rows) {
+                            crate::fatal(&format!("cannot write results: {e:#}"));
+                        }
+                        Metrics::add(&metrics.rows, rows.len() as u64);
+                    }
+                },
+            )
+            .probe_with(&written);
         });
     })
     .map_err(|e| anyhow!("cannot start workers: {e}"))?;
@@ -145,6 +172,15 @@ fn read_csv_header(spec: &mut Spec, input: Option<&str>) -> Result<()> {
         .ok_or_else(|| anyhow!("--input: {path} is empty, it has no CSV header row"))??;
     *columns = header.iter().map(String::from).collect();
     Ok(())
+}
+
+/// How far after an event time the last window containing it can end.
+fn window_extent(spec: &Spec) -> u64 {
+    spec.windows
+        .iter()
+        .map(|w| w.kind.max_extent_ms())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The partitions worker `index` of `peers` reads.

@@ -57,6 +57,15 @@ impl Clock {
         self.max.map_or(0, |m| m.saturating_sub(self.bound))
     }
 
+    /// Raises the watermark to at least `floor`, never lowers it. The source calls this for a
+    /// partition that was idle or has just appeared: its records below the source's capability
+    /// (which the other partitions moved on) must count as late for it, not be sent below it.
+    pub fn raise_watermark(&mut self, floor: u64) {
+        if self.watermark() < floor {
+            self.max = Some(floor.saturating_add(self.bound));
+        }
+    }
+
     /// Classifies one record, and says what became of earlier held records.
     pub fn observe(&mut self, ts: u64) -> (Verdict, Option<Resolution>) {
         let Some(max) = self.max else {
@@ -167,6 +176,18 @@ mod tests {
         c.observe(u64::MAX / 2);
         assert_eq!(c.finish(), Some(Resolution::Rejected));
         assert_eq!(c.finish(), None);
+    }
+
+    #[test]
+    fn raising_makes_older_records_late_and_never_lowers() {
+        let mut c = Clock::new(None, 5_000, 3_600_000, 3);
+        c.raise_watermark(0);
+        assert_eq!(c.observe(1_000), (Verdict::OnTime, None)); // no reference: first record anchors
+        c.raise_watermark(50_000);
+        assert_eq!(c.watermark(), 50_000);
+        assert_eq!(c.observe(49_999).0, Verdict::Late);
+        c.raise_watermark(10_000);
+        assert_eq!(c.watermark(), 50_000);
     }
 
     #[test]

@@ -206,6 +206,23 @@ impl WindowKind {
         }
     }
 
+    /// The longest a window of this kind can be: how far after an event time the last window
+    /// containing it can end. A session can grow without bound.
+    pub fn max_extent_ms(&self) -> u64 {
+        match *self {
+            WindowKind::Tumbling { size_ms } | WindowKind::Sliding { size_ms, .. } => size_ms,
+            WindowKind::Calendar { unit } => match unit {
+                CalendarUnit::Minute => 60_000,
+                CalendarUnit::Hour => 3_600_000,
+                CalendarUnit::Day => DAY_MS,
+                CalendarUnit::Week => 7 * DAY_MS,
+                CalendarUnit::Month => 31 * DAY_MS,
+                CalendarUnit::Year => 366 * DAY_MS,
+            },
+            WindowKind::Session { .. } => u64::MAX,
+        }
+    }
+
     /// Start of the next window after the one starting at `start`: panes before it are in no
     /// later window.
     pub fn next_window_start(&self, start: u64) -> u64 {

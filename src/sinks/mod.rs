@@ -4,8 +4,11 @@
 //! of one process; each worker hands it whole batches of rows, so lines never interleave. With
 //! several processes every process writes its own file (`out.jsonl` becomes `out.p0.jsonl`,
 //! `out.p1.jsonl`, …). A sink that cannot write returns an error; the run then stops loudly.
+//! `kafka://HOST:PORT/TOPIC` targets produce to a topic instead (`kafka::KafkaSink` for rows,
+//! `kafka::KafkaLines` for dead letters); all processes share the topic.
 
 pub mod dead_letter;
+pub mod kafka;
 pub mod postgres;
 
 use crate::spec::Spec;
@@ -24,7 +27,8 @@ pub trait RowSink: Send + Sync {
     fn flush(&self) -> Result<()>;
 }
 
-/// Opens an `--output` target: `-` (stdout), a file path, or `postgres://…` (see `postgres`).
+/// Opens an `--output` target: `-` (stdout), a file path, `postgres://…` (see `postgres`) or
+/// `kafka://HOST:PORT/TOPIC`.
 pub fn open_sink(
     target: &str,
     spec: &Spec,
@@ -34,6 +38,12 @@ pub fn open_sink(
     if target.starts_with("postgres://") || target.starts_with("postgresql://") {
         return Ok(std::sync::Arc::new(postgres::PostgresSink::open(
             target, spec,
+        )?));
+    }
+    if crate::kafka::is_kafka_url(target) {
+        let options = crate::kafka::user_options();
+        return Ok(std::sync::Arc::new(kafka::KafkaSink::open(
+            target, &options,
         )?));
     }
     Ok(std::sync::Arc::new(LineWriter::open(
@@ -69,9 +79,13 @@ pub struct LineWriter {
 }
 
 impl LineWriter {
-    /// Opens `-` (stdout), `stderr`, or a file; with `processes > 1` the file name gets `.p{index}`.
+    /// Opens `-` (stdout), `stderr`, `kafka://HOST:PORT/TOPIC`, or a file; with `processes > 1` the file name gets `.p{index}`.
     pub fn open(target: &str, process: usize, processes: usize) -> Result<Self> {
         let sink: Box<dyn Write + Send> = match target {
+            kafka if crate::kafka::is_kafka_url(kafka) => Box::new(kafka::KafkaLines::open(
+                kafka,
+                &crate::kafka::user_options(),
+            )?),
             "-" => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
             "stderr" => Box::new(std::io::stderr()),
             path => {

@@ -9,9 +9,20 @@
 //!   frontier at zero and windows close while a large file is being read.
 //! - When every partition has ended, the capability is dropped: all windows close.
 //! - It yields after a bounded amount of work, so downstream operators run during the read.
+//! - Live inputs (Kafka without `--until-end`): a partition that says it is `idle` (caught up and
+//!   quiet for the idle timeout) does not hold the watermark back; partitions may appear while the
+//!   source runs (`Discovery`). A partition that was idle or is new first has its clock raised to
+//!   the capability, so its records below the capability are late for it (dead letter) and never
+//!   sent below the capability. When every partition of a worker is idle (or it owns none), the
+//!   watermark follows the wall clock minus the bound: live event time is assumed to track the
+//!   wall clock, and this is what lets the last windows close without waiting for more traffic.
+//!   A partition that cannot reach its broker is never idle, so a broker outage holds the frontier.
+//! - After the records read from a partition were sent, `Partition::sent` tells it the partition's
+//!   watermark (the Kafka source uses this to commit offsets only after their windows were emitted).
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod sse;
 
 use crate::metrics::Metrics;
@@ -52,6 +63,23 @@ pub trait Partition {
         max_bytes: usize,
         each: &mut dyn FnMut(u64, &[u8]),
     ) -> std::io::Result<ReadStatus>;
+
+    /// True while a live partition is caught up and has had no new records for the idle timeout:
+    /// it then does not hold the source's watermark back. Must be false while the input is
+    /// unreachable, or an outage would look like a quiet input and close windows early.
+    fn idle(&self) -> bool {
+        false
+    }
+
+    /// Everything read so far has been sent downstream, and this partition's watermark is now
+    /// `watermark`: no record read so far lies in a window ending after `watermark + bound + extent`.
+    fn sent(&mut self, _watermark: u64) {}
+}
+
+/// Partitions that appear while a live source runs (e.g. partitions added to a Kafka topic).
+pub trait Discovery {
+    /// New partitions owned by this worker since the last call; cheap when nothing changed.
+    fn poll(&mut self) -> Vec<Box<dyn Partition>>;
 }
 
 /// How many leading event times of a partition its reference is the minimum of.
@@ -67,10 +95,34 @@ struct Slot {
     finished: bool,
 }
 
+impl Slot {
+    fn new(mut partition: Box<dyn Partition>, preparer: &Preparer) -> Self {
+        let reference = read_reference(&mut *partition, preparer);
+        let state = PartitionState::new(partition.name(), reference, preparer.spec());
+        Slot {
+            partition,
+            state,
+            finished: false,
+        }
+    }
+}
+
 /// Builds the source operator over this worker's `partitions`.
 pub fn partitioned_source<'scope>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
+    preparer: Preparer,
+    metrics: std::sync::Arc<Metrics>,
+    local_worker: usize,
+) -> Stream<'scope, u64, Vec<Partial>> {
+    partitioned_source_with(scope, partitions, None, preparer, metrics, local_worker)
+}
+
+/// Like `partitioned_source`; with `discovery` the input is live (see the module contract).
+pub fn partitioned_source_with<'scope>(
+    scope: Scope<'scope, u64>,
+    partitions: Vec<Box<dyn Partition>>,
+    mut discovery: Option<Box<dyn Discovery>>,
     mut preparer: Preparer,
     metrics: std::sync::Arc<Metrics>,
     local_worker: usize,
@@ -79,28 +131,33 @@ pub fn partitioned_source<'scope>(
         let activator = scope.activator_for(info.address);
         let mut capability = Some(capability);
         let mut slots: Vec<Slot> = Vec::new();
-        for mut partition in partitions {
-            let reference = read_reference(&mut *partition, &preparer);
-            let state = PartitionState::new(partition.name(), reference, preparer.spec());
-            slots.push(Slot {
-                partition,
-                state,
-                finished: false,
-            });
+        for partition in partitions {
+            slots.push(Slot::new(partition, &preparer));
         }
+        let bound = preparer.spec().time.max_out_of_orderness_ms;
         let mut partials = Vec::new();
+        let mut read_from = Vec::new();
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
             };
+            if let Some(discovery) = discovery.as_mut() {
+                for partition in discovery.poll() {
+                    slots.push(Slot::new(partition, &preparer));
+                }
+            }
+            let floor = *cap.time();
             let mut budget = BYTES_PER_ACTIVATION;
             let mut any_idle = false;
+            read_from.clear();
             // Partitions are read in order, so a file's chunks are read one after another like one
             // stream; a live partition with nothing to read lets the next one have its turn.
-            for slot in slots.iter_mut().filter(|s| !s.finished) {
+            for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| !s.finished) {
                 if budget == 0 {
                     break;
                 }
+                // IMPORTANT: a partition that was idle or is new may trail the capability.
+                slot.state.clock.raise_watermark(floor);
                 let mut used = 0;
                 let status = slot
                     .partition
@@ -110,6 +167,9 @@ pub fn partitioned_source<'scope>(
                     })
                     .unwrap_or_else(|e| crate::fatal(&format!("reading {}: {e}", slot.state.name)));
                 budget = budget.saturating_sub(used);
+                if used > 0 {
+                    read_from.push(i);
+                }
                 match status {
                     ReadStatus::Data => {}
                     ReadStatus::Idle => any_idle = true,
@@ -123,11 +183,21 @@ pub fn partitioned_source<'scope>(
             if !partials.is_empty() {
                 output.session(&*cap).give_container(&mut partials);
             }
-            let watermark = slots
+            for &i in &read_from {
+                let slot = &mut slots[i];
+                slot.partition.sent(slot.state.clock.watermark());
+            }
+            let mut watermark = slots
                 .iter()
-                .filter(|s| !s.finished)
+                .filter(|s| !s.finished && !s.partition.idle())
                 .map(|s| s.state.clock.watermark())
                 .min();
+            if watermark.is_none() && discovery.is_some() {
+                // Live and every partition idle (or none owned yet): follow the wall clock.
+                let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                watermark = Some(now.saturating_sub(bound).max(*cap.time()));
+                any_idle = true;
+            }
             metrics.set_watermark(local_worker, watermark.unwrap_or(u64::MAX));
             match watermark {
                 // IMPORTANT: partials were sent at the old capability above; only now may it move.

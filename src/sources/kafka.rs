@@ -1,0 +1,594 @@
+//! Kafka input: every partition of a topic is one `Partition` with its own event-time clock.
+//!
+//! Contract:
+//! - Ownership: partition `p` of topic `t` is read by global worker `(hash(t) + p) % peers`
+//!   (`crate::kafka::owner`), across all processes. Partitions are `assign`ed, never subscribed:
+//!   no consumer-group rebalancing can move a partition (and its clock) to another worker.
+//! - Each partition has its own consumer (one librdkafka client): reading, end-of-partition,
+//!   idleness, errors and offset commits are all per partition, and a quiet partition never
+//!   blocks a busy one.
+//! - Start position (`StartAt`): earliest, latest, the group's committed offsets (falling back to
+//!   earliest when the group has none), or the first offset at or after an event timestamp.
+//! - Bounded mode (`until_end`): each partition is `End` at its first end-of-partition (librdkafka
+//!   fetched up to the high-water mark the broker reported), normally the high-water mark the job
+//!   saw when it started; the source then closes every window. (We do not use ListOffsets for
+//!   the end: Tansu 0.6 answers "latest" with the base offset of the last batch, which would cut
+//!   the replay short. On a topic written faster than we read, the end is where we caught up.)
+//! - Live mode: a partition that has been at its high-water mark (librdkafka's partition EOF)
+//!   with no new record for `idle_timeout` is `idle`. Any error (broker unreachable, leader
+//!   change, restart; librdkafka reports most of them through its log and error callbacks, see
+//!   `Logger::troubled`) clears that state until a fetch succeeds again, so an outage never lets
+//!   the watermark advance; librdkafka
+//!   reconnects with exponential backoff (`reconnect.backoff.*`) and we log the error and keep
+//!   asking, holding the capability. New partitions of the topic are found every
+//!   `DISCOVERY_INTERVAL` by `KafkaDiscovery` and read from their beginning.
+//! - Offsets are committed (to the group, asynchronously, at most once per `COMMIT_INTERVAL`) only
+//!   up to records whose windows have all been emitted *and flushed to the sink*: after reading
+//!   up to offset X with partition watermark W, every on-time record before X has
+//!   `ts <= W + bound`, so its windows end by `W + bound + extent`; X is committed once the probe
+//!   after the output operator has passed that time and the sink was flushed. A job restarted
+//!   with `--start committed` and the same group re-reads everything it had not reported:
+//!   at-least-once output, duplicates of already reported rows possible (keys are deterministic,
+//!   so a keyed sink can de-duplicate). Not covered: records held back by the bitflip guard and
+//!   confirmed later, and (with several processes) rows another process had not flushed yet.
+
+use super::{Discovery, Partition, ReadStatus};
+use crate::kafka::{client_config, owner, KafkaUrl, Logger};
+use crate::sinks::RowSink;
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
+
+/// How often a live source looks for new partitions of its topic.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Least time between two offset commits of one partition.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long start-up waits for the broker and the topic before giving up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes one `read` takes from a partition. The source reads its partitions in turn, so a
+/// small slice keeps them close in event time: the watermark (their minimum) then advances
+/// steadily and windows close early, instead of one partition running far ahead while all
+/// windows stay open (a topic's partitions usually cover the same time range).
+const SLICE_BYTES: usize = 256 << 10;
+/// How long `peek` waits for the first records of a partition.
+const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a job starts reading each partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    /// The group's committed offsets; earliest where the group has none.
+    Committed,
+    /// The first record whose Kafka timestamp is at or after this epoch-ms time.
+    Time(u64),
+}
+
+impl StartAt {
+    /// `earliest`, `latest`, `committed`, an epoch-ms number, an RFC 3339 time, or `-DURATION`
+    /// (e.g. `-730d`: that long before now).
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "earliest" => StartAt::Earliest,
+            "latest" => StartAt::Latest,
+            "committed" => StartAt::Committed,
+            _ if text.starts_with('-') => {
+                let ago = crate::time::parse_duration_ms(&text[1..])?;
+                let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                StartAt::Time(now.saturating_sub(ago))
+            }
+            _ if text.bytes().all(|b| b.is_ascii_digit()) => StartAt::Time(text.parse()?),
+            _ => match chrono::DateTime::parse_from_rfc3339(text) {
+                Ok(t) => StartAt::Time(t.timestamp_millis().max(0) as u64),
+                Err(_) => bail!(
+                    "`{text}`: expected earliest, latest, committed, epoch ms, an RFC 3339 time or -DURATION"
+                ),
+            },
+        })
+    }
+}
+
+/// Everything a Kafka source needs to know, shared by all workers.
+#[derive(Clone, Debug)]
+pub struct KafkaInput {
+    pub url: KafkaUrl,
+    pub options: Vec<(String, String)>,
+    pub group: String,
+    pub start: StartAt,
+    pub until_end: bool,
+    pub idle_timeout: Duration,
+}
+
+/// Tells a partition when the windows holding its records have been emitted.
+#[derive(Clone)]
+pub struct CommitGate {
+    /// Probe after the output operator: its frontier has passed t once every row at time <= t
+    /// has been handed to the sink.
+    pub probe: ProbeHandle<u64>,
+    /// `bound + extent`: records read up to watermark W lie in windows ending by W + horizon.
+    pub horizon: u64,
+    /// Flushed before a commit, so committed data's rows have left the process.
+    pub sink: Arc<dyn RowSink>,
+}
+
+impl KafkaInput {
+    /// Consumer configuration for one partition (every setting explained).
+    fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let defaults = [
+            // Offsets are group state, but we never join the group: partitions are `assign`ed.
+            ("group.id", self.group.as_str()),
+            // We commit ourselves, only what has been reported (see the module contract).
+            ("enable.auto.commit", "false"),
+            // We never use librdkafka's offset store; commits name explicit offsets.
+            ("enable.auto.offset.store", "false"),
+            // Tells us when a partition is at its high-water mark: the basis of idleness.
+            ("enable.partition.eof", "true"),
+            // Committed start without a commit, or an offset gone by retention: oldest data.
+            ("auto.offset.reset", "earliest"),
+            // Reconnect quickly at first, then back off to at most 5 s between attempts.
+            ("reconnect.backoff.ms", "100"),
+            ("reconnect.backoff.max.ms", "5000"),
+            // Prefetch up to 64 MiB per partition so a busy worker rarely waits for the network.
+            ("queued.max.messages.kbytes", "65536"),
+            // Return a fetch as soon as 1 byte is there, or after 100 ms: low latency when live.
+            ("fetch.wait.max.ms", "100"),
+            // Read committed transactional data only, like any careful consumer.
+            ("isolation.level", "read_committed"),
+            // Let new partitions be found quickly through metadata refresh.
+            ("topic.metadata.refresh.interval.ms", "5000"),
+            // Don't let an unused partition client hang up during long waits for the sink.
+            ("session.timeout.ms", "45000"),
+        ];
+        client_config(&self.url.brokers, &defaults, &self.options)
+    }
+
+    fn new_consumer(&self, name: &str) -> Result<BaseConsumer<Logger>> {
+        self.consumer_config()
+            .create_with_context(Logger::new(name))
+            .with_context(|| format!("cannot create a Kafka consumer for {}", self.url.brokers))
+    }
+
+    /// Partition ids of the topic, retrying while the broker or the topic is not there yet.
+    fn partition_ids(
+        &self,
+        consumer: &BaseConsumer<Logger>,
+        patience: Duration,
+        request_timeout: Duration,
+    ) -> Result<Vec<i32>> {
+        let deadline = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let problem = match consumer.fetch_metadata(Some(&self.url.topic), request_timeout) {
+                Ok(metadata) => match metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == self.url.topic)
+                {
+                    Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => {
+                        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+                        ids.sort_unstable();
+                        return Ok(ids);
+                    }
+                    Some(topic) => format!("topic {}: {:?}", self.url.topic, topic.error()),
+                    None => format!("topic {} not found", self.url.topic),
+                },
+                Err(e) => format!("metadata from {}: {e}", self.url.brokers),
+            };
+            if Instant::now() >= deadline {
+                bail!("{problem} (gave up after {} s)", patience.as_secs());
+            }
+            eprintln!(
+                "streamstats: kafka: {problem}; retrying in {} ms",
+                backoff.as_millis()
+            );
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Opens one partition at the start position (`start`) and, in bounded mode, finds its end.
+    fn open_partition(
+        &self,
+        id: i32,
+        start: &StartAt,
+        gate: Option<CommitGate>,
+    ) -> Result<KafkaPartition> {
+        let topic = &self.url.topic;
+        let name = format!("{topic}/{id}");
+        let consumer = self.new_consumer(&name)?;
+        let offset = match start {
+            StartAt::Earliest => Offset::Beginning,
+            StartAt::Latest => Offset::End,
+            StartAt::Committed => Offset::Stored,
+            StartAt::Time(ms) => {
+                let mut query = TopicPartitionList::new();
+                query.add_partition_offset(topic, id, Offset::Offset(*ms as i64))?;
+                let found = consumer
+                    .offsets_for_times(query, Duration::from_secs(30))
+                    .with_context(|| format!("{name}: cannot look up the offset for time {ms}"))?;
+                let offset = found.find_partition(topic, id).map(|e| e.offset());
+                match offset {
+                    Some(o @ Offset::Offset(_)) => o,
+                    _ => Offset::End, // no record at or after that time yet
+                }
+            }
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, id, offset)?;
+        consumer
+            .assign(&assignment)
+            .with_context(|| format!("{name}: cannot assign"))?;
+        Ok(KafkaPartition {
+            name,
+            topic: topic.clone(),
+            id,
+            consumer,
+            bounded: self.until_end,
+            ended: false,
+            peeked: VecDeque::new(),
+            caught_up_since: None,
+            idle_timeout: self.idle_timeout,
+            failing_since: None,
+            next: None,
+            gate,
+            pending: VecDeque::new(),
+            to_commit: None,
+            committed: None,
+            last_commit: Instant::now(),
+        })
+    }
+}
+
+/// A worker's partitions, and (live mode) where it finds new ones.
+pub type OwnedPartitions = (Vec<Box<dyn Partition>>, Option<Box<dyn Discovery>>);
+
+/// Opens the partitions owned by global worker `index` of `peers`, and (live mode) a discovery
+/// for partitions added later.
+pub fn partitions(
+    input: &KafkaInput,
+    index: usize,
+    peers: usize,
+    gate: Option<CommitGate>,
+) -> Result<OwnedPartitions> {
+    let metadata = input.new_consumer(&format!("{}/metadata", input.url.topic))?;
+    let ids = input.partition_ids(&metadata, STARTUP_TIMEOUT, Duration::from_secs(5))?;
+    let mut owned: Vec<Box<dyn Partition>> = Vec::new();
+    for &id in ids
+        .iter()
+        .filter(|&&id| owner(&input.url.topic, id, peers) == index)
+    {
+        owned.push(Box::new(input.open_partition(
+            id,
+            &input.start,
+            gate.clone(),
+        )?));
+    }
+    let discovery: Option<Box<dyn Discovery>> = if input.until_end {
+        None
+    } else {
+        Some(Box::new(KafkaDiscovery {
+            input: input.clone(),
+            metadata,
+            known: ids.into_iter().collect(),
+            index,
+            peers,
+            gate,
+            last: Instant::now(),
+        }))
+    };
+    Ok((owned, discovery))
+}
+
+/// One Kafka partition read by its own consumer.
+pub struct KafkaPartition {
+    name: String,
+    topic: String,
+    id: i32,
+    consumer: BaseConsumer<Logger>,
+    /// Bounded mode: the partition ends at its first end-of-partition.
+    bounded: bool,
+    ended: bool,
+    /// Records read by `peek`, delivered first by `read`.
+    peeked: VecDeque<(i64, Vec<u8>)>,
+    /// At the high-water mark with nothing newer since then.
+    caught_up_since: Option<Instant>,
+    idle_timeout: Duration,
+    /// First error of the current outage, for the "reading again" log line.
+    failing_since: Option<Instant>,
+    /// Offset after the last record delivered.
+    next: Option<i64>,
+    gate: Option<CommitGate>,
+    /// (time the probe must pass, offset that may then be committed), oldest first.
+    pending: VecDeque<(u64, i64)>,
+    to_commit: Option<i64>,
+    committed: Option<i64>,
+    last_commit: Instant,
+}
+
+/// What one poll of a partition's consumer produced.
+enum Polled {
+    /// A record, handed to the caller's closure (zero-copy); its offset.
+    Record(i64),
+    Nothing,
+    End,
+}
+
+impl KafkaPartition {
+    /// Polls once, without waiting longer than `timeout`.
+    fn poll(&mut self, timeout: Duration, record: &mut dyn FnMut(i64, &[u8])) -> Polled {
+        match self.consumer.poll(timeout) {
+            None => Polled::Nothing,
+            Some(Ok(message)) => {
+                let offset = message.offset();
+                record(offset, message.payload().unwrap_or_default());
+                drop(message);
+                self.recovered();
+                self.caught_up_since = None;
+                Polled::Record(offset)
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                self.recovered();
+                // IMPORTANT: bounded mode ends at the first end-of-partition (see the contract).
+                if self.bounded {
+                    return Polled::End;
+                }
+                self.caught_up_since.get_or_insert_with(Instant::now);
+                Polled::Nothing
+            }
+            Some(Err(e)) => {
+                // IMPORTANT: an error is not "no data": the partition stops being idle, so it
+                // holds the watermark (and the capability) until the broker answers again.
+                self.caught_up_since = None;
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                self.consumer.context().warn(&format!(
+                    "{e}; holding the watermark and retrying (failing for {} s)",
+                    since.elapsed().as_secs()
+                ));
+                Polled::Nothing
+            }
+        }
+    }
+
+    /// A fetch succeeded: the broker answers again.
+    fn recovered(&mut self) {
+        let since = self.failing_since.take();
+        if since.is_some() || self.consumer.context().troubled() {
+            let after = since.map_or(String::new(), |t| {
+                format!(" after {:.1} s of errors", t.elapsed().as_secs_f64())
+            });
+            eprintln!("streamstats: kafka {}: fetching again{after}", self.name);
+            self.consumer.context().clear_trouble();
+            // The idle timeout starts again from the first end-of-partition after the trouble.
+            self.caught_up_since = None;
+        }
+    }
+
+    /// Commits what the probe allows, at most once per `COMMIT_INTERVAL` (or when `force`d).
+    fn commit_ready(&mut self, force: bool) {
+        let Some(gate) = &self.gate else { return };
+        while let Some(&(time, offset)) = self.pending.front() {
+            if gate.probe.less_equal(&time) {
+                break;
+            }
+            self.to_commit = Some(offset);
+            self.pending.pop_front();
+        }
+        let Some(offset) = self.to_commit else { return };
+        if self.committed == Some(offset)
+            || (!force && self.last_commit.elapsed() < COMMIT_INTERVAL)
+        {
+            return;
+        }
+        self.last_commit = Instant::now();
+        // IMPORTANT: the rows of committed records must have left this process first.
+        if let Err(e) = gate.sink.flush() {
+            crate::fatal(&format!(
+                "cannot flush results before committing {}: {e:#}",
+                self.name
+            ));
+        }
+        let mut list = TopicPartitionList::new();
+        let mode = if force {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        let result = list
+            .add_partition_offset(&self.topic, self.id, Offset::Offset(offset))
+            .and_then(|()| self.consumer.commit(&list, mode));
+        match result {
+            Ok(()) => self.committed = Some(offset),
+            Err(e) => self.consumer.context().warn(&format!(
+                "commit of offset {offset} failed: {e}; will retry"
+            )),
+        }
+    }
+}
+
+impl Partition for KafkaPartition {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn peek(&mut self, _max_bytes: usize, each: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> {
+        let deadline = Instant::now() + PEEK_TIMEOUT;
+        while !self.ended && Instant::now() < deadline {
+            let mut kept = None;
+            let mut keep = |offset: i64, line: &[u8]| kept = Some((offset, line.to_vec()));
+            match self.poll(Duration::from_millis(50), &mut keep) {
+                Polled::Record(_) => {
+                    let (offset, line) = kept.expect("poll delivered a record");
+                    let more = each(&line);
+                    self.peeked.push_back((offset, line));
+                    if !more {
+                        break;
+                    }
+                }
+                Polled::End => self.ended = true,
+                Polled::Nothing if self.caught_up_since.is_some() => break,
+                Polled::Nothing => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read(
+        &mut self,
+        max_bytes: usize,
+        each: &mut dyn FnMut(u64, &[u8]),
+    ) -> io::Result<ReadStatus> {
+        let mut read = 0;
+        let max_bytes = max_bytes.min(SLICE_BYTES);
+        while read < max_bytes {
+            if let Some((offset, line)) = self.peeked.pop_front() {
+                read += line.len() + 1;
+                each(offset as u64, &line);
+                self.next = Some(offset + 1);
+                continue;
+            }
+            if self.ended {
+                break;
+            }
+            let mut deliver = |offset: i64, line: &[u8]| {
+                read += line.len() + 1;
+                each(offset as u64, line);
+            };
+            match self.poll(Duration::ZERO, &mut deliver) {
+                Polled::Record(offset) => self.next = Some(offset + 1),
+                Polled::Nothing => break,
+                Polled::End => {
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        self.commit_ready(false);
+        Ok(if read > 0 {
+            ReadStatus::Data
+        } else if self.ended {
+            ReadStatus::End
+        } else {
+            ReadStatus::Idle
+        })
+    }
+
+    fn idle(&self) -> bool {
+        // IMPORTANT: librdkafka reports a broker outage through the log/error callbacks, not
+        // through poll: any trouble since the last successful fetch means "not idle".
+        self.peeked.is_empty()
+            && !self.consumer.context().troubled()
+            && self
+                .caught_up_since
+                .is_some_and(|t| t.elapsed() >= self.idle_timeout)
+    }
+
+    fn sent(&mut self, watermark: u64) {
+        let (Some(gate), Some(next)) = (&self.gate, self.next) else {
+            return;
+        };
+        let time = watermark.saturating_add(gate.horizon);
+        match self.pending.back_mut() {
+            // Same deadline: a later offset replaces the earlier one (keeps the queue short).
+            Some((t, offset)) if *t == time => *offset = next,
+            _ => self.pending.push_back((time, next)),
+        }
+    }
+}
+
+impl Drop for KafkaPartition {
+    fn drop(&mut self) {
+        // At the end of a bounded run every window has been emitted: commit what we read.
+        if self.gate.as_ref().is_some_and(|g| g.probe.done()) {
+            self.pending
+                .iter()
+                .for_each(|&(_, o)| self.to_commit = Some(o));
+            self.commit_ready(true);
+        }
+    }
+}
+
+/// Finds partitions added to the topic while a live job runs.
+struct KafkaDiscovery {
+    input: KafkaInput,
+    metadata: BaseConsumer<Logger>,
+    known: HashSet<i32>,
+    index: usize,
+    peers: usize,
+    gate: Option<CommitGate>,
+    last: Instant,
+}
+
+impl Discovery for KafkaDiscovery {
+    fn poll(&mut self) -> Vec<Box<dyn Partition>> {
+        if self.last.elapsed() < DISCOVERY_INTERVAL {
+            return Vec::new();
+        }
+        self.last = Instant::now();
+        let Ok(ids) = self.input.partition_ids(
+            &self.metadata,
+            Duration::ZERO,
+            // Short: this runs on the worker thread, which must keep reading during an outage.
+            Duration::from_millis(200),
+        ) else {
+            return Vec::new(); // broker unreachable: try again next interval
+        };
+        let mut found: Vec<Box<dyn Partition>> = Vec::new();
+        for id in ids {
+            if !self.known.insert(id) || owner(&self.input.url.topic, id, self.peers) != self.index
+            {
+                continue;
+            }
+            // A new partition's records are all new: read it from the beginning.
+            match self
+                .input
+                .open_partition(id, &StartAt::Earliest, self.gate.clone())
+            {
+                Ok(partition) => {
+                    eprintln!(
+                        "streamstats: kafka: picked up new partition {}",
+                        partition.name
+                    );
+                    found.push(Box::new(partition));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "streamstats: kafka: cannot open new partition {id}: {e:#}; will retry"
+                    );
+                    self.known.remove(&id);
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(StartAt::parse("earliest").unwrap(), StartAt::Earliest);
+        assert_eq!(
+            StartAt::parse("1515445354000").unwrap(),
+            StartAt::Time(1_515_445_354_000)
+        );
+        assert_eq!(
+            StartAt::parse("2018-01-08T21:02:34Z").unwrap(),
+            StartAt::Time(1_515_445_354_000)
+        );
+        let StartAt::Time(t) = StartAt::parse("-730d").unwrap() else {
+            panic!()
+        };
+        let now = chrono::Utc::now().timestamp_millis() as u64;
+        assert!(now - t >= 730 * 86_400_000 && now - t < 731 * 86_400_000);
+        assert!(StartAt::parse("yesterday").is_err());
+    }
+}
