@@ -650,3 +650,64 @@ fn job_survives_a_broker_restart() {
         &log[log.len().saturating_sub(3000)..]
     );
 }
+
+/// The Tamedia flow end to end: a topic of ~2 KB frames -> unique-users dataflow -> results topic
+/// holds exactly the rows of the file replay (whose counts are checked against an independent
+/// Python computation in tests/unique_users.rs).
+#[test]
+fn tamedia_frames_topic_to_unique_users_results_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames.jsonl");
+    streamstats(&[
+        "generate",
+        "frames",
+        "--events",
+        "6000",
+        "--rate",
+        "1000",
+        "--seed",
+        "11",
+        "--disorder-ms",
+        "2000",
+        "--out",
+        frames.to_str().unwrap(),
+    ]);
+    let file_rows = dir.path().join("file.jsonl");
+    streamstats(&[
+        "run",
+        "dataflows/unique-users.toml",
+        "--input",
+        frames.to_str().unwrap(),
+        "--output",
+        file_rows.to_str().unwrap(),
+        "--dead-letter",
+        "/dev/null",
+    ]);
+    let expected = sorted_lines(&file_rows);
+    assert!(expected.len() >= 6, "every window label has a row");
+    let (topic, results) = (unique("frames"), unique("unique-users"));
+    replay_to(&frames, &topic, 3, &["--key", "uid"]);
+    let (input, output) = (
+        format!("kafka://{}/{topic}", broker()),
+        format!("kafka://{}/{results}", broker()),
+    );
+    streamstats(&[
+        "run",
+        "dataflows/unique-users.toml",
+        "--input",
+        &input,
+        "--until-end",
+        "-w",
+        "2",
+        "--output",
+        &output,
+        "--dead-letter",
+        "/dev/null",
+    ]);
+    let mut got: Vec<String> = read_topic(&results, Duration::from_secs(2))
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    got.sort();
+    assert_rows(&got, &expected, "unique users from a frames topic");
+}
