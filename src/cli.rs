@@ -101,7 +101,7 @@ struct KafkaArgs {
 
 #[derive(Parser)]
 struct ReplayArgs {
-    /// JSONL file (FILE.gz, or - for stdin).
+    /// JSONL file (FILE.gz, - for stdin) or sse+http://HOST:PORT/PATH (an event stream, until its end).
     file: String,
     /// kafka://HOST:PORT[,HOST:PORT]/TOPIC
     #[arg(long)]

@@ -50,19 +50,7 @@ pub fn replay(o: ReplayOptions) -> Result<()> {
         // Keys go where the Java client would put them.
         &[("partitioner", "murmur2_random")],
     )?;
-    let reader: Box<dyn BufRead> = match o.file.as_str() {
-        "-" => Box::new(std::io::stdin().lock()),
-        path => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-            if path.ends_with(".gz") {
-                Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-                    file,
-                )))
-            } else {
-                Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-            }
-        }
-    };
+    let lines = input_lines(&o.file)?;
     let mut fields = vec![o.time_field.clone()];
     fields.extend(o.key.clone());
     let extractor = JsonExtractor::new(fields);
@@ -71,8 +59,8 @@ pub fn replay(o: ReplayOptions) -> Result<()> {
     let mut first_ts: Option<u64> = None;
     let (mut sent, mut bytes) = (0u64, 0u64);
     let mut key = String::new();
-    for line in reader.split(b'\n') {
-        let mut line = line.context("reading the input")?;
+    for line in lines {
+        let mut line = line?;
         if line.last() == Some(&b'\r') {
             line.pop();
         }
@@ -138,6 +126,36 @@ pub fn replay(o: ReplayOptions) -> Result<()> {
 }
 
 /// Number of partitions of the topic (it must exist).
+/// The records to produce: lines of a file (plain or `.gz`), of stdin (`-`), or the payloads of
+/// a server-sent event stream (`sse+http://…`, until its `end` event).
+fn input_lines(input: &str) -> Result<Box<dyn Iterator<Item = Result<Vec<u8>>>>> {
+    if input.starts_with(crate::sources::sse::SCHEME) {
+        let url = crate::sources::sse::SseUrl::parse(input).context("replay input")?;
+        let mut stream = crate::sources::sse::SseStream::new(url);
+        return Ok(Box::new(std::iter::from_fn(move || {
+            stream.next_event().map(|event| Ok(event.data.into_bytes()))
+        })));
+    }
+    let reader: Box<dyn BufRead> = match input {
+        "-" => Box::new(std::io::stdin().lock()),
+        path => {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+            if path.ends_with(".gz") {
+                Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+                    file,
+                )))
+            } else {
+                Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+            }
+        }
+    };
+    Ok(Box::new(
+        reader
+            .split(b'\n')
+            .map(|line| line.context("reading the input")),
+    ))
+}
+
 fn partition_count(url: &KafkaUrl, options: &[(String, String)]) -> Result<i32> {
     let consumer: BaseConsumer<Logger> = client_config(&url.brokers, &[], options)
         .create_with_context(Logger::new("replay/metadata"))?;
