@@ -8,6 +8,8 @@
 //! is relative to a partition's own sequence) may differ between the two; lateness within one
 //! Kafka partition is checked separately (`late_records_are_the_same_at_any_worker_count`).
 
+mod common;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -268,41 +270,11 @@ fn until_end_with_two_processes_equals_the_file_replay() {
     let (dir, input, expected) = golden(20_000, 11);
     let topic = unique("golden-2p");
     replay_to(&input, &topic, 3, &[]);
-    let hostfile = dir.path().join("hosts");
-    let port = 25_000 + (std::process::id() % 10_000) as u16;
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{port}\n127.0.0.1:{}\n", port + 1),
-    )
-    .unwrap();
     let url = format!("kafka://{}/{topic}", broker());
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            sps_job(&url)
-                .args(["--until-end", "-w", "2"])
-                .args([
-                    "-n",
-                    "2",
-                    "-p",
-                    &p.to_string(),
-                    "--hostfile",
-                    hostfile.to_str().unwrap(),
-                ])
-                .args(["--output", dir.path().join("out.jsonl").to_str().unwrap()])
-                .args([
-                    "--dead-letter",
-                    dir.path().join("dl.jsonl").to_str().unwrap(),
-                ])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    let mut got = sorted_lines(&dir.path().join("out.p0.jsonl"));
-    got.extend(sorted_lines(&dir.path().join("out.p1.jsonl")));
+    let sps = repo().join("dataflows/sps.toml");
+    let args = ["run", sps.to_str().unwrap(), "--input", &url, "--until-end"];
+    let (outputs, _) = common::run_cluster(dir.path(), 2, 2, &args);
+    let mut got: Vec<String> = outputs.iter().flat_map(|o| sorted_lines(o)).collect();
     got.sort();
     assert_rows(&got, &expected, "two processes");
 }

@@ -155,7 +155,10 @@ fn unreachable_server_fails_at_start_naming_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("heartbeats.jsonl");
     generate("sessions", "100", "100", &input);
-    let target = format!("postgres://postgres@127.0.0.1:{}/streamstats", free_port());
+    let target = format!(
+        "postgres://postgres@127.0.0.1:{}/streamstats",
+        free_ports(1)[0]
+    );
     let out = Command::new(BIN)
         .args([
             "run",
@@ -185,7 +188,7 @@ fn server_restart_mid_run_loses_and_duplicates_nothing_and_a_lasting_outage_fail
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let data = dir.path().join("pg");
-    let port = free_port().to_string();
+    let port = free_ports(1)[0].to_string();
     let env = [
         ("STREAMSTATS_PG_DIR", data.to_str().unwrap()),
         ("STREAMSTATS_PG_PORT", port.as_str()),

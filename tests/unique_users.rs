@@ -7,6 +7,8 @@
 //! frames`, with nested ts/uid traps and 1 % malformed records): one short burst per month of
 //! 2023 and 2024 plus longer stretches across the calendar boundaries.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -218,37 +220,18 @@ fn exact_counts_equal_an_independent_computation_at_1_2_and_4_workers() {
 fn exact_counts_are_the_same_with_two_processes() {
     let flow = dataflow("exact-2p.toml", "mode = \"exact\"");
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
-    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    let children: Vec<_> = ["0", "1"]
-        .iter()
-        .map(|p| {
-            let mut command = run(&["-w", "2", "-n", "2", "-p", p], &out, &dead, &flow);
-            command.arg("--hostfile").arg(&hostfile);
-            command.spawn().unwrap()
-        })
-        .collect();
-    for child in children {
-        succeeded(child.wait_with_output().unwrap());
-    }
-    let per_process = |name: &str| -> Vec<PathBuf> {
-        (0..2)
-            .map(|p| dir.path().join(format!("{name}.p{p}.jsonl")))
-            .collect()
-    };
-    assert_exact(&read_rows(&per_process("out")), "-n 2");
-    assert_dead_letters(&per_process("dead"));
+    let input = fixture().input.to_str().unwrap();
+    let args = [
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        input,
+        "--chunk-size",
+        "1MiB",
+    ];
+    let (outputs, dead_letters) = common::run_cluster(dir.path(), 2, 2, &args);
+    assert_exact(&read_rows(&outputs), "-n 2");
+    assert_dead_letters(&dead_letters);
 }
 
 #[test]
