@@ -106,7 +106,7 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
             Arc::clone(&worker_output),
         );
         worker.dataflow::<u64, _, _>(move |scope| {
-            let partials = sources::partitioned_source_with(
+            let partials = sources::partitioned_source(
                 scope,
                 partitions,
                 discovery,

@@ -107,19 +107,9 @@ impl Slot {
     }
 }
 
-/// Builds the source operator over this worker's `partitions`.
+/// Builds the source operator over this worker's `partitions`; with `discovery` the input is
+/// live (see the module contract).
 pub fn partitioned_source<'scope>(
-    scope: Scope<'scope, u64>,
-    partitions: Vec<Box<dyn Partition>>,
-    preparer: Preparer,
-    metrics: std::sync::Arc<Metrics>,
-    local_worker: usize,
-) -> Stream<'scope, u64, Vec<Partial>> {
-    partitioned_source_with(scope, partitions, None, preparer, metrics, local_worker)
-}
-
-/// Like `partitioned_source`; with `discovery` the input is live (see the module contract).
-pub fn partitioned_source_with<'scope>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
     mut discovery: Option<Box<dyn Discovery>>,
