@@ -87,6 +87,15 @@ live_pid() {
     echo "$pid"
 }
 
+# Whether the process in pid file $1 (which this run just started) exists and has not exited.
+running() {
+    local pid state
+    pid="$(cat "$1" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    state="$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
 # Serialise start/stop/reset (e.g. several test threads calling start at once).
 lock() {
     mkdir -p "$KDIR"
@@ -126,12 +135,14 @@ fail_start() {
     die "$1 (log: $2)"
 }
 
-wait_for() {   # wait_for DESCRIPTION PIDFILE PATTERN LOGFILE COMMAND...
-    local what="$1" pidfile="$2" pattern="$3" logfile="$4"
-    shift 4
+wait_for() {   # wait_for DESCRIPTION PIDFILE LOGFILE COMMAND...
+    local what="$1" pidfile="$2" logfile="$3"
+    shift 3
     local deadline=$((SECONDS + WAIT))
     until "$@"; do
-        [[ -n "$(live_pid "$pidfile" "$pattern")" ]] || fail_start "$what exited during startup" "$logfile"
+        # Not live_pid: just after the fork the child still runs bash's command line, so matching
+        # the pattern would mistake a process that has not exec'd yet for one that exited.
+        running "$pidfile" || fail_start "$what exited during startup" "$logfile"
         ((SECONDS < deadline)) || fail_start "$what not ready after ${WAIT}s" "$logfile"
         sleep 0.2
     done
@@ -149,7 +160,7 @@ start_s3store() {
     setsid python3 "$KDIR/s3store.py" "$HOST" "$S3_PORT" "$KDIR/data" \
         </dev/null >>"$KDIR/s3store.log" 2>&1 9>&- &
     echo $! >"$S3_PID"
-    wait_for "object store" "$S3_PID" s3store.py "$KDIR/s3store.log" port_open "$S3_PORT"
+    wait_for "object store" "$S3_PID" "$KDIR/s3store.log" port_open "$S3_PORT"
 }
 
 start() {
@@ -183,7 +194,7 @@ start() {
         echo $! >"$BROKER_PID"
     fi
     # Ready = answers a Kafka Metadata request (tansu's own client: `tansu topic list`).
-    wait_for broker "$BROKER_PID" "$BROKER_PAT" "$KDIR/broker.log" broker_ready "$bin"
+    wait_for broker "$BROKER_PID" "$KDIR/broker.log" broker_ready "$bin"
     echo "$HOST:$PORT"
 }
 
