@@ -7,9 +7,9 @@
 
 use crate::generate::{self, GenOptions, Generator};
 use crate::metrics::Metrics;
-use crate::operators::prepare::Preparer;
-use crate::operators::session::session_aggregate;
-use crate::operators::window::window_aggregate;
+use crate::operators::prepare::{Combiner, Preparer};
+use crate::operators::session::{session_aggregate, SessionCombiner};
+use crate::operators::window::{window_aggregate, PaneCombiner};
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
 use crate::sources::kafka::{CommitGate, KafkaInput};
@@ -99,37 +99,38 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
             None => (partitions_for(&spec, &options, index, peers), None),
         };
         let dead = DeadLetters::new(dead_letter.clone(), Arc::clone(&worker_metrics));
-        let preparer = Preparer::new(Arc::clone(&spec), dead, Arc::clone(&worker_metrics));
         let (spec, metrics, output) = (
             Arc::clone(&spec),
             Arc::clone(&worker_metrics),
             Arc::clone(&worker_output),
         );
         worker.dataflow::<u64, _, _>(move |scope| {
-            let partials = sources::partitioned_source(
-                scope,
+            let input = SourceInput {
                 partitions,
                 discovery,
-                preparer,
-                Arc::clone(&metrics),
+                dead,
+                metrics: Arc::clone(&metrics),
                 local,
-            );
+            };
             let rows = if spec.session_gap_ms().is_some() {
-                session_aggregate(partials, spec)
+                let combiner = SessionCombiner::new(&spec);
+                session_aggregate(input.build(scope, &spec, combiner), Arc::clone(&spec))
             } else {
-                window_aggregate(partials, spec)
+                let combiner = PaneCombiner::new(&spec, peers);
+                window_aggregate(input.build(scope, &spec, combiner), Arc::clone(&spec))
             };
             rows.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
                 "Output",
                 move |_capability, _info| {
                     move |input, _output| {
-                        let mut rows = Vec::new();
-                        input.for_each(|_time, data| rows.append(data));
-                        if let Err(e) = output.write_rows(&rows) {
+                        let mut batches = Vec::new();
+                        input.for_each(|_time, data| batches.append(data));
+                        if let Err(e) = output.write_rows(&batches) {
                             crate::fatal(&format!("cannot write results: {e:#}"));
                         }
-                        Metrics::add(&metrics.rows, rows.len() as u64);
+                        let rows = batches.iter().map(|b| b.len() as u64).sum();
+                        Metrics::add(&metrics.rows, rows);
                     }
                 },
             )
@@ -145,6 +146,41 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
     let _ = reporter.join();
     eprintln!("{}", metrics.summary(started.elapsed()));
     Ok(())
+}
+
+/// What a worker's source operator reads from and reports to.
+struct SourceInput {
+    partitions: Vec<Box<dyn Partition>>,
+    discovery: Option<Box<dyn sources::Discovery>>,
+    dead: DeadLetters,
+    metrics: Arc<Metrics>,
+    /// This worker's index within its process.
+    local: usize,
+}
+
+impl SourceInput {
+    /// The source operator, pre-aggregating with `combiner`.
+    fn build<'scope, C: Combiner>(
+        self,
+        scope: timely::dataflow::Scope<'scope, u64>,
+        spec: &Arc<Spec>,
+        combiner: C,
+    ) -> timely::dataflow::Stream<'scope, u64, Vec<C::Batch>> {
+        let preparer = Preparer::new(
+            Arc::clone(spec),
+            combiner,
+            self.dead,
+            Arc::clone(&self.metrics),
+        );
+        sources::partitioned_source(
+            scope,
+            self.partitions,
+            self.discovery,
+            preparer,
+            self.metrics,
+            self.local,
+        )
+    }
 }
 
 /// A CSV dataflow with `header = true` and no declared columns takes them from the input's first

@@ -1,54 +1,71 @@
 //! Record preparation: one input line in, pre-aggregated partial results out.
 //!
 //! Contract: `Preparer::line` runs a record through parse (JSON or CSV, then derived fields) ->
-//! event time -> partition clock -> filter -> required fields -> group key -> aggregate values ->
-//! window pane -> local accumulator. Every record ends up in exactly
-//! one place: a partial aggregate, the `filtered` counter, or the dead-letter output with its
-//! reason. `flush` drains the local accumulators into `Partial`s; every partial belongs to a
-//! window whose end is beyond the event time of the records in it, and those records were on time
-//! for their partition, so a partial sent at the source's watermark can never reach a closed window.
+//! event time -> partition clock -> filter -> required fields -> aggregate values -> group key,
+//! then hands the accepted record to the dataflow's `Combiner`. Every record ends up in exactly
+//! one place: the combiner, the `filtered` counter, or the dead-letter output with its reason.
+//! `flush` drains the combiner into batches for the exchange. Every record a combiner holds was
+//! on time for its partition (`ts >= watermark`), so a batch sent at the source's watermark can
+//! never reach a closed window or an emitted session.
 //!
-//! Session dataflows take another path after the group key: records are pre-merged per key into
-//! mini-sessions (a combiner: adjacent events of one key closer than the gap collapse into one
-//! `Partial` with `start` = first and `end` = last event time). Every event in a mini-session was
-//! on time, so `start >= watermark` and the session operator can never see it after the session
-//! it extends was emitted.
+//! The combiners: `window::PaneCombiner` (accumulators per window pane and key) and
+//! `session::SessionCombiner` (mini-sessions per key).
 
+use super::group_table::key_hash;
 use crate::aggregate::Acc;
 use crate::extract::{derive, Extractor, Fields, Line, Scalar};
 use crate::metrics::Metrics;
-use crate::operators::session::SessionSet;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
 use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
-use crate::window::CachedAssigner;
-use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// A partial aggregate for one (window, group key), routed to the worker that owns the key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Partial {
-    /// Hash of the group key; decides the owning worker. Stable across processes.
-    pub route: u64,
-    /// Index into `Spec::windows`.
-    pub window: u32,
-    /// The pane `[start, end)` (for tumbling windows, the window itself); for a session
-    /// dataflow, `start` is the first event time of the (mini-)session.
-    pub start: u64,
-    /// Window end (exclusive); for a session dataflow, the last event time (inclusive).
-    pub end: u64,
-    /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
-    pub key: String,
-    pub accs: Vec<Acc>,
-}
 
 /// Separates the JSON fragments of a group key; JSON text never contains a raw 0x1F.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
-/// Hash used to route group keys: fixed seed, so every process agrees.
-pub fn route_of(key: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+/// A record that passed every check, as a combiner sees it.
+pub struct Accepted<'r, 'a> {
+    pub spec: &'r Spec,
+    pub fields: &'r [Option<Scalar<'a>>],
+    /// Per aggregate, the number the record folds in (numeric aggregates).
+    pub values: &'r [Option<f64>],
+    /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
+    pub key: &'r str,
+    /// `key_hash(key)`: routes the key to the worker that owns it.
+    pub hash: u64,
+    pub ts: u64,
+}
+
+impl Accepted<'_, '_> {
+    /// Folds this record into one accumulator per aggregate.
+    #[inline]
+    pub fn fold_into(&self, accs: &mut [Acc]) {
+        let aggregates = self.spec.aggregates.iter().zip(self.values);
+        for (acc, (agg, number)) in accs.iter_mut().zip(aggregates) {
+            acc.update_at(
+                agg.field.and_then(|f| self.fields[f].as_ref()),
+                *number,
+                self.ts,
+            );
+        }
+    }
+
+    /// Empty accumulators, one per aggregate.
+    pub fn empty_accs(&self) -> Vec<Acc> {
+        self.spec
+            .aggregates
+            .iter()
+            .map(|a| a.kind.new_acc())
+            .collect()
+    }
+}
+
+/// Pre-aggregates accepted records into the batches the dataflow's aggregation operator takes.
+pub trait Combiner: 'static {
+    type Batch: timely::ExchangeData + Clone;
+    fn add(&mut self, record: &Accepted<'_, '_>);
+    /// Moves everything added since the last flush into `out`.
+    fn flush(&mut self, out: &mut Vec<Self::Batch>);
 }
 
 /// One input partition's event-time state, plus the records its clock holds back.
@@ -75,20 +92,13 @@ impl PartitionState {
     }
 }
 
-type WindowId = (u32, u64, u64);
-
-/// Turns lines into partial aggregates; one per worker.
-pub struct Preparer {
+/// Turns lines into pre-aggregated batches; one per worker.
+pub struct Preparer<C> {
     spec: Arc<Spec>,
     extractor: Extractor,
-    /// One per `spec.windows` entry.
-    assigners: Vec<CachedAssigner>,
+    combiner: C,
     /// Per aggregate, the number the current record folds in (numeric aggregates).
     values: Vec<Option<f64>>,
-    accumulators: FxHashMap<WindowId, FxHashMap<Box<str>, Vec<Acc>>>,
-    /// Session dataflows: the gap, and the mini-sessions of this batch per group key.
-    session_gap: Option<u64>,
-    sessions: FxHashMap<Box<str>, SessionSet>,
     key: String,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -97,24 +107,15 @@ pub struct Preparer {
     filtered: u64,
 }
 
-impl Preparer {
-    pub fn new(spec: Arc<Spec>, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
+impl<C: Combiner> Preparer<C> {
+    pub fn new(spec: Arc<Spec>, combiner: C, dead: DeadLetters, metrics: Arc<Metrics>) -> Self {
         let extractor =
             Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
-        let assigners = spec
-            .windows
-            .iter()
-            .map(|w| CachedAssigner::new(w.kind.clone()))
-            .collect();
-        let session_gap = spec.session_gap_ms();
         Preparer {
             spec,
             extractor,
-            assigners,
+            combiner,
             values: Vec::new(),
-            accumulators: FxHashMap::default(),
-            session_gap,
-            sessions: FxHashMap::default(),
             key: String::new(),
             dead,
             metrics,
@@ -290,82 +291,19 @@ impl Preparer {
             }
             value.write_json(&mut self.key);
         }
-        let spec = &self.spec;
-        if let Some(gap) = self.session_gap {
-            let set = match self.sessions.get_mut(self.key.as_str()) {
-                Some(set) => set,
-                None => self.sessions.entry(self.key.as_str().into()).or_default(),
-            };
-            if let Some(session) = set.extend(ts, gap) {
-                let aggregates = spec.aggregates.iter().zip(&self.values);
-                for (acc, (agg, number)) in session.accs.iter_mut().zip(aggregates) {
-                    acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), *number, ts);
-                }
-                return;
-            }
-            let accs = spec
-                .aggregates
-                .iter()
-                .zip(&self.values)
-                .map(|(a, number)| {
-                    let mut acc = a.kind.new_acc();
-                    acc.update_at(a.field.and_then(|f| fields[f].as_ref()), *number, ts);
-                    acc
-                })
-                .collect();
-            set.insert(ts, ts, accs, gap, &mut Vec::new());
-            return;
-        }
-        for (w, assigner) in self.assigners.iter_mut().enumerate() {
-            let (start, end) = assigner.pane(ts);
-            let per_key = self.accumulators.entry((w as u32, start, end)).or_default();
-            let existing = if spec.group_by.is_empty() {
-                // Without group-by the only key is "": no string compare (a `memcmp` call).
-                per_key.values_mut().next()
-            } else {
-                per_key.get_mut(self.key.as_str())
-            };
-            let accs = match existing {
-                Some(accs) => accs,
-                None => per_key
-                    .entry(self.key.as_str().into())
-                    .or_insert_with(|| spec.aggregates.iter().map(|a| a.kind.new_acc()).collect()),
-            };
-            for ((acc, agg), number) in accs.iter_mut().zip(&spec.aggregates).zip(&self.values) {
-                acc.update_at(agg.field.and_then(|f| fields[f].as_ref()), *number, ts);
-            }
-        }
+        self.combiner.add(&Accepted {
+            spec: &self.spec,
+            fields,
+            values: &self.values,
+            key: &self.key,
+            hash: key_hash(&self.key),
+            ts,
+        });
     }
 
-    /// Drains the local accumulators into `out` and publishes counters.
-    pub fn flush(&mut self, out: &mut Vec<Partial>) {
-        for ((window, start, end), per_key) in self.accumulators.drain() {
-            for (key, accs) in per_key {
-                let key = String::from(key);
-                out.push(Partial {
-                    route: route_of(&key),
-                    window,
-                    start,
-                    end,
-                    key,
-                    accs,
-                });
-            }
-        }
-        for (key, mut set) in self.sessions.drain() {
-            let key = String::from(key);
-            let route = route_of(&key);
-            for (start, session) in set.drain() {
-                out.push(Partial {
-                    route,
-                    window: 0,
-                    start,
-                    end: session.last,
-                    key: key.clone(),
-                    accs: session.accs,
-                });
-            }
-        }
+    /// Drains the combiner into `out` and publishes counters.
+    pub fn flush(&mut self, out: &mut Vec<C::Batch>) {
+        self.combiner.flush(out);
         self.dead.flush();
         Metrics::add(&self.metrics.records, std::mem::take(&mut self.records));
         Metrics::add(&self.metrics.bytes, std::mem::take(&mut self.bytes));

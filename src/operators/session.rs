@@ -12,12 +12,13 @@
 //! frontier is empty and every open session closes; in a live run a session stays open until the
 //! sources' watermark passes its deadline (its last event + gap + the out-of-orderness bound).
 
-use super::prepare::Partial;
+use super::prepare::{Accepted, Combiner};
 use super::window::RowRenderer;
 use crate::aggregate::Acc;
-use crate::sinks::ResultRow;
+use crate::sinks::RowBatch;
 use crate::spec::Spec;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
@@ -107,6 +108,73 @@ impl SessionSet {
     }
 }
 
+/// A mini-session of one key, pre-merged by a source: `start` and `last` are its first and last
+/// event times.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionPartial {
+    /// `key_hash(key)`: decides the worker that owns the key.
+    pub route: u64,
+    pub start: u64,
+    pub last: u64,
+    /// Group-by values as JSON text (see `prepare::KEY_SEPARATOR`).
+    pub key: String,
+    pub accs: Vec<Acc>,
+}
+
+/// Pre-merges a worker's records per key into mini-sessions: adjacent events of one key closer
+/// than the gap collapse into one `SessionPartial`.
+pub struct SessionCombiner {
+    gap: u64,
+    sessions: FxHashMap<Box<str>, (u64, SessionSet)>,
+}
+
+impl SessionCombiner {
+    pub fn new(spec: &Spec) -> Self {
+        SessionCombiner {
+            gap: spec
+                .session_gap_ms()
+                .expect("a session combiner needs a session dataflow"),
+            sessions: FxHashMap::default(),
+        }
+    }
+}
+
+impl Combiner for SessionCombiner {
+    type Batch = SessionPartial;
+
+    fn add(&mut self, record: &Accepted<'_, '_>) {
+        let (_, set) = match self.sessions.get_mut(record.key) {
+            Some(entry) => entry,
+            None => self
+                .sessions
+                .entry(record.key.into())
+                .or_insert_with(|| (record.hash, SessionSet::default())),
+        };
+        if let Some(session) = set.extend(record.ts, self.gap) {
+            record.fold_into(&mut session.accs);
+            return;
+        }
+        let mut accs = record.empty_accs();
+        record.fold_into(&mut accs);
+        set.insert(record.ts, record.ts, accs, self.gap, &mut Vec::new());
+    }
+
+    fn flush(&mut self, out: &mut Vec<SessionPartial>) {
+        for (key, (route, mut set)) in self.sessions.drain() {
+            let key = String::from(key);
+            for (start, session) in set.drain() {
+                out.push(SessionPartial {
+                    route,
+                    start,
+                    last: session.last,
+                    key: key.clone(),
+                    accs: session.accs,
+                });
+            }
+        }
+    }
+}
+
 /// The latest event time that can still extend a session whose last event is at `last`.
 fn deadline(last: u64, gap: u64) -> u64 {
     last.saturating_add(gap - 1)
@@ -115,21 +183,20 @@ fn deadline(last: u64, gap: u64) -> u64 {
 /// Merges session partials into one JSON row per session.
 ///
 /// # Contract
-/// - Input: `Partial`s of a session dataflow (`start` = first, `end` = last event time of a
-///   mini-session), sent at times `t <= start` (the sources guarantee it: records released on
+/// - Input: `SessionPartial`s (mini-sessions), sent at times `t <= start` (the sources guarantee it: records released on
 ///   time have `ts >= watermark`, and partials are sent at the watermark).
 /// - Each session is emitted exactly once, at time `last + gap - 1`, in the first activation
 ///   after the input frontier no longer contains that time; its state is freed then.
 /// - A partial that could extend an emitted session would have `start <= last + gap - 1 <
 ///   its own time`, a broken source invariant: the run stops loudly instead of writing a second row.
 pub fn session_aggregate<'scope>(
-    partials: Stream<'scope, u64, Vec<Partial>>,
+    partials: Stream<'scope, u64, Vec<SessionPartial>>,
     spec: Arc<Spec>,
-) -> Stream<'scope, u64, Vec<ResultRow>> {
+) -> Stream<'scope, u64, Vec<RowBatch>> {
     let gap = spec
         .session_gap_ms()
         .expect("session_aggregate needs a session dataflow");
-    let exchange = Exchange::new(|p: &Partial| p.route);
+    let exchange = Exchange::new(|p: &SessionPartial| p.route);
     partials.unary_frontier(exchange, "SessionAggregate", move |_capability, _info| {
         let mut keys: FxHashMap<String, SessionSet> = FxHashMap::default();
         // Timer index: (deadline, key, start) of every open session.
@@ -158,7 +225,7 @@ pub fn session_aggregate<'scope>(
                         None => keys.entry(p.key.clone()).or_default(),
                     };
                     absorbed.clear();
-                    let (start, last) = set.insert(p.start, p.end, p.accs, gap, &mut absorbed);
+                    let (start, last) = set.insert(p.start, p.last, p.accs, gap, &mut absorbed);
                     for &(s, l) in &absorbed {
                         timers.remove(&(deadline(l, gap), p.key.clone(), s));
                     }
@@ -172,7 +239,7 @@ pub fn session_aggregate<'scope>(
                 }
             });
             // Close every session whose deadline the frontier has passed, in deadline order.
-            let mut closed: Vec<(u64, ResultRow)> = Vec::new();
+            let mut closed: Vec<(u64, RowBatch)> = Vec::new();
             while let Some((due, _, _)) = timers.first() {
                 if frontier.less_equal(due) {
                     break;
@@ -183,18 +250,16 @@ pub fn session_aggregate<'scope>(
                 if set.is_empty() {
                     keys.remove(&key);
                 }
-                closed.push((due, render(&renderer, &key, start, &session)));
+                if closed.last().is_none_or(|(d, _)| *d != due) {
+                    closed.push((due, RowBatch::default()));
+                }
+                let rows = &mut closed.last_mut().expect("pushed above").1;
+                render(rows, &renderer, &key, start, &session);
             }
             if let Some(held) = held.as_ref() {
                 // `held` is at the least deadline that was open, so it is <= every `due` here.
-                let mut closed = closed.into_iter().peekable();
-                while let Some((due, row)) = closed.next() {
-                    let mut rows = vec![row];
-                    while let Some((_, row)) = closed.next_if(|(d, _)| *d == due) {
-                        rows.push(row);
-                    }
-                    rows.sort_unstable();
-                    output.session(&held.delayed(&due)).give_container(&mut rows);
+                for (due, rows) in closed {
+                    output.session(&held.delayed(&due)).give(rows);
                 }
             }
             match timers.first() {
@@ -212,20 +277,22 @@ pub fn session_aggregate<'scope>(
 }
 
 /// `{"start_time":…,"end_time":…,"stream_duration_ms":…, group fields…, aggregates…}`.
-fn render(renderer: &RowRenderer, key: &str, start: u64, session: &Session) -> ResultRow {
+fn render(rows: &mut RowBatch, renderer: &RowRenderer, key: &str, start: u64, session: &Session) {
     use std::fmt::Write;
-    let mut json = String::with_capacity(160);
-    let _ = write!(
-        json,
-        "{{\"start_time\":{start},\"end_time\":{},\"stream_duration_ms\":{}",
-        session.last,
-        session.last - start
+    rows.push(
+        |json| {
+            let _ = write!(
+                json,
+                "{{\"start_time\":{start},\"end_time\":{},\"stream_duration_ms\":{}",
+                session.last,
+                session.last - start
+            );
+            renderer.write_key_and_aggregates(json, (start, session.last), key, &session.accs);
+        },
+        |row_key| {
+            let _ = write!(row_key, "{key}|{start}");
+        },
     );
-    renderer.write_key_and_aggregates(&mut json, (start, session.last), key, &session.accs);
-    ResultRow {
-        key: format!("{key}|{start}"),
-        json,
-    }
 }
 
 #[cfg(test)]

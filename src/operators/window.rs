@@ -1,68 +1,157 @@
-//! The event-time window operator: merges partial aggregates per (window, key) and emits each
+//! The event-time window operator: merges pre-aggregated panes per (window, key) and emits each
 //! window's rows exactly once, as soon as the input frontier passes the window's end. Windows
 //! are combined from panes (`crate::window`), so sliding windows never re-scan records.
+//!
+//! `PaneCombiner` is the source-side half: it folds a worker's records into one `GroupTable` per
+//! (window pane, owning worker), so the exchange carries one batch per pane and worker instead
+//! of one message per key, and the operator does one pane lookup per batch.
 
-use super::prepare::{Partial, KEY_SEPARATOR};
+use super::group_table::GroupTable;
+use super::prepare::{Accepted, Combiner, KEY_SEPARATOR};
 use crate::aggregate::Acc;
 use crate::extract::write_json_string;
-use crate::sinks::ResultRow;
+use crate::sinks::RowBatch;
 use crate::spec::Spec;
+use crate::window::CachedAssigner;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
-/// Aggregates of one pane of one window spec, per group key.
-type Pane = FxHashMap<String, Vec<Acc>>;
+/// The partial aggregates of one window pane for the keys one worker owns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PaneBatch {
+    /// The worker that owns every key in `table` (`key_hash % workers`).
+    pub owner: u32,
+    /// Index into `Spec::windows`.
+    pub window: u32,
+    /// The pane `[start, end)`; for tumbling and calendar windows, the window itself.
+    pub start: u64,
+    pub end: u64,
+    pub table: GroupTable,
+}
 
-/// Aggregates `partials` (one per pane and key) into one JSON row per (window, key).
+/// Folds accepted records into one table per (window pane, owning worker).
+pub struct PaneCombiner {
+    /// One per `spec.windows` entry.
+    assigners: Vec<CachedAssigner>,
+    width: usize,
+    workers: usize,
+    open: Vec<PaneBatch>,
+    /// `(window, pane start, owner)` -> index in `open`.
+    slots: FxHashMap<(u32, u64, u32), usize>,
+    /// Per window spec, the slot of the previous record and its pane: most records share it.
+    recent: Vec<Option<(u64, u32, usize)>>,
+}
+
+impl PaneCombiner {
+    /// A combiner for `spec`'s windows, routing keys among `workers` workers in total.
+    pub fn new(spec: &Spec, workers: usize) -> Self {
+        PaneCombiner {
+            assigners: spec
+                .windows
+                .iter()
+                .map(|w| CachedAssigner::new(w.kind.clone()))
+                .collect(),
+            width: spec.aggregates.len(),
+            workers: workers.max(1),
+            open: Vec::new(),
+            slots: FxHashMap::default(),
+            recent: vec![None; spec.windows.len()],
+        }
+    }
+}
+
+impl Combiner for PaneCombiner {
+    type Batch = PaneBatch;
+
+    fn add(&mut self, record: &Accepted<'_, '_>) {
+        let owner = (record.hash % self.workers as u64) as u32;
+        for (w, assigner) in self.assigners.iter_mut().enumerate() {
+            let (start, end) = assigner.pane(record.ts);
+            let slot = match self.recent[w] {
+                Some((s, o, slot)) if s == start && o == owner => slot,
+                _ => {
+                    let window = w as u32;
+                    let (open, width) = (&mut self.open, self.width);
+                    let slot = *self.slots.entry((window, start, owner)).or_insert_with(|| {
+                        open.push(PaneBatch {
+                            owner,
+                            window,
+                            start,
+                            end,
+                            table: GroupTable::new(width),
+                        });
+                        open.len() - 1
+                    });
+                    self.recent[w] = Some((start, owner, slot));
+                    slot
+                }
+            };
+            let accs = self.open[slot]
+                .table
+                .accs_mut(record.hash, record.key, || record.empty_accs());
+            record.fold_into(accs);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<PaneBatch>) {
+        out.append(&mut self.open);
+        self.slots.clear();
+        self.recent.fill(None);
+    }
+}
+
+/// Aggregates pane batches into one JSON row per (window, key).
 ///
 /// # Contract
-/// - Input: partials for a pane `[p, p + pane)`, sent at times `t <= p + pane - 1` (the sources
+/// - Input: batches for a pane `[p, p + pane)`, sent at times `t <= p + pane - 1` (the sources
 ///   guarantee it); every window containing the pane ends at or after `p + pane`.
-/// - For every window containing a pane that received a partial, the operator holds a capability
+/// - For every window containing a pane that received a batch, the operator holds a capability
 ///   at `window_end - 1` until the window is emitted.
 /// - Each window `[start, end)` is emitted exactly once, at time `end - 1`, in the first
 ///   activation after the input frontier no longer contains any time `< end`; its row for a key
 ///   combines the key's panes in `[start, end)` in pane order. A pane is freed when the last
 ///   window containing it is emitted, so memory holds only panes of open windows.
-/// - A partial that arrives for a pane whose window was already emitted would be a broken source
+/// - A batch that arrives for a pane whose window was already emitted would be a broken source
 ///   invariant; the run stops rather than emit a second row.
 pub fn window_aggregate<'scope>(
-    partials: Stream<'scope, u64, Vec<Partial>>,
+    batches: Stream<'scope, u64, Vec<PaneBatch>>,
     spec: Arc<Spec>,
-) -> Stream<'scope, u64, Vec<ResultRow>> {
-    let exchange = Exchange::new(|p: &Partial| p.route);
-    partials.unary_frontier(exchange, "WindowAggregate", move |_capability, _info| {
+) -> Stream<'scope, u64, Vec<RowBatch>> {
+    let exchange = Exchange::new(|b: &PaneBatch| u64::from(b.owner));
+    batches.unary_frontier(exchange, "WindowAggregate", move |_capability, _info| {
         // Windows still to emit, ordered by end so the closing loop pops from the front.
         let mut pending: BTreeMap<(u64, u32, u64), Capability<u64>> = BTreeMap::new();
-        let mut panes: BTreeMap<(u32, u64), Pane> = BTreeMap::new();
+        let mut panes: BTreeMap<(u32, u64), GroupTable> = BTreeMap::new();
         let mut closed_until = 0u64;
         let renderer = RowRenderer::new(&spec);
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
-                for p in data.drain(..) {
+                for batch in data.drain(..) {
                     // IMPORTANT: never re-open a window the frontier has passed.
-                    if p.end <= closed_until {
+                    if batch.end <= closed_until {
                         crate::fatal(&format!(
                             "partial for a pane ending {} after its window was emitted \
                              (source invariant broken)",
-                            p.end
+                            batch.end
                         ));
                     }
-                    let kind = &spec.windows[p.window as usize].kind;
-                    kind.windows_of_pane(p.start, |start, end| {
+                    let kind = &spec.windows[batch.window as usize].kind;
+                    kind.windows_of_pane(batch.start, |start, end| {
                         pending
-                            .entry((end, p.window, start))
+                            .entry((end, batch.window, start))
                             .or_insert_with(|| cap.delayed(&(end - 1), 0));
                     });
-                    let pane = panes.entry((p.window, p.start)).or_default();
-                    match pane.get_mut(&p.key) {
-                        Some(accs) => accs.iter_mut().zip(&p.accs).for_each(|(a, b)| a.merge(b)),
-                        None => {
-                            pane.insert(p.key, p.accs);
+                    match panes.entry((batch.window, batch.start)) {
+                        std::collections::btree_map::Entry::Vacant(pane) => {
+                            pane.insert(batch.table);
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut pane) => {
+                            pane.get_mut().merge(batch.table)
                         }
                     }
                 }
@@ -77,21 +166,14 @@ pub fn window_aggregate<'scope>(
                 closed_until = closed_until.max(end);
                 let kind = &spec.windows[window_index as usize].kind;
                 let next = kind.next_window_start(start);
-                let per_key: Pane = if next >= end {
+                let window: GroupTable = if next >= end {
                     // Tumbling and calendar windows are one pane that no later window shares:
                     // take it as it is instead of copying it.
                     panes.remove(&(window_index, start)).unwrap_or_default()
                 } else {
-                    let mut per_key: Pane = FxHashMap::default();
+                    let mut window = GroupTable::new(spec.aggregates.len());
                     for (_, pane) in panes.range((window_index, start)..(window_index, end)) {
-                        for (key, accs) in pane {
-                            match per_key.get_mut(key) {
-                                Some(sum) => sum.iter_mut().zip(accs).for_each(|(a, b)| a.merge(b)),
-                                None => {
-                                    per_key.insert(key.clone(), accs.clone());
-                                }
-                            }
-                        }
+                        window.merge_from(pane);
                     }
                     // Panes before the next window's start belong to no window still to emit.
                     let done: Vec<_> = panes
@@ -101,14 +183,13 @@ pub fn window_aggregate<'scope>(
                     done.iter().for_each(|k| {
                         panes.remove(k);
                     });
-                    per_key
+                    window
                 };
-                let mut rows: Vec<ResultRow> = per_key
-                    .iter()
-                    .map(|(key, accs)| renderer.render(window_index, start, end, key, accs))
-                    .collect();
-                rows.sort_unstable();
-                output.session(&capability).give_container(&mut rows);
+                let mut rows = RowBatch::default();
+                for (_, key, accs) in window.entries() {
+                    renderer.render(&mut rows, window_index, (start, end), key, accs);
+                }
+                output.session(&capability).give(rows);
             }
         }
     })
@@ -178,36 +259,44 @@ impl RowRenderer {
         row.push('}');
     }
 
-    fn render(&self, window: u32, start: u64, end: u64, key: &str, accs: &[Acc]) -> ResultRow {
+    /// Appends the row of `key` in window `[start, end)` of window spec `window` to `rows`.
+    fn render(
+        &self,
+        rows: &mut RowBatch,
+        window: u32,
+        (start, end): (u64, u64),
+        key: &str,
+        accs: &[Acc],
+    ) {
         // Plain pushes and `itoa`: `format!` dominated the profile of high-cardinality jobs.
         let (mut start_text, mut end_text) = (itoa::Buffer::new(), itoa::Buffer::new());
         let (start_text, end_text) = (start_text.format(start), end_text.format(end));
-        let mut row = String::with_capacity(64 + key.len() + 16 * accs.len());
-        row.push_str("{\"window_start\":");
-        row.push_str(start_text);
-        row.push_str(",\"window_end\":");
-        row.push_str(end_text);
         let label = self.labels[window as usize].as_deref();
-        if let Some(label) = label {
-            row.push_str(",\"window\":");
-            row.push_str(label);
-        }
-        self.write_key_and_aggregates(&mut row, (start, end), key, accs);
-        let mut row_key = String::with_capacity(start_text.len() + end_text.len() + key.len() + 16);
-        for part in [
-            start_text,
-            "|",
-            end_text,
-            "|",
-            label.unwrap_or(""),
-            "|",
-            key,
-        ] {
-            row_key.push_str(part);
-        }
-        ResultRow {
-            key: row_key,
-            json: row,
-        }
+        rows.push(
+            |row| {
+                row.push_str("{\"window_start\":");
+                row.push_str(start_text);
+                row.push_str(",\"window_end\":");
+                row.push_str(end_text);
+                if let Some(label) = label {
+                    row.push_str(",\"window\":");
+                    row.push_str(label);
+                }
+                self.write_key_and_aggregates(row, (start, end), key, accs);
+            },
+            |row_key| {
+                for part in [
+                    start_text,
+                    "|",
+                    end_text,
+                    "|",
+                    label.unwrap_or(""),
+                    "|",
+                    key,
+                ] {
+                    row_key.push_str(part);
+                }
+            },
+        );
     }
 }

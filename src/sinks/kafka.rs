@@ -1,16 +1,15 @@
 //! Kafka outputs: result rows to a topic, and a line-per-message writer (dead letters).
 //!
 //! Contract:
-//! - `KafkaSink`: one message per result row, key = `ResultRow.key` (window + group key, so a
-//!   compacted topic or a keyed consumer keeps one value per window and key), value =
-//!   `ResultRow.json`. The producer is idempotent (`enable.idempotence`: no duplicates or
+//! - `KafkaSink`: one message per result row, key = the row's key (window + group key, so a
+//!   compacted topic or a keyed consumer keeps one value per window and key), value = its JSON. The producer is idempotent (`enable.idempotence`: no duplicates or
 //!   reordering from internal retries). `flush` waits for every message to be acknowledged or
 //!   fails after `FLUSH_TIMEOUT`; the first delivery error is kept and fails the next
 //!   `write_rows`/`flush` with the broker's reason: nothing is lost silently.
 //! - `KafkaLines`: an `io::Write` that produces each complete line as one message (no key), used
 //!   for `--dead-letter kafka://…`; same delivery guarantees.
 
-use super::{ResultRow, RowSink};
+use super::{RowBatch, RowSink};
 use crate::kafka::{client_config, KafkaUrl, Logger};
 use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::client::ClientContext;
@@ -158,9 +157,9 @@ impl KafkaSink {
 }
 
 impl RowSink for KafkaSink {
-    fn write_rows(&self, rows: &[ResultRow]) -> Result<()> {
-        for row in rows {
-            self.0.send(Some(&row.key), row.json.as_bytes())?;
+    fn write_rows(&self, batches: &[RowBatch]) -> Result<()> {
+        for (key, json) in batches.iter().flat_map(RowBatch::rows) {
+            self.0.send(Some(key), json.as_bytes())?;
         }
         self.0.check()
     }

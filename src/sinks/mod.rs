@@ -1,7 +1,7 @@
 //! Sinks: where result rows and dead-letter records go.
 //!
 //! Contract: `open_sink` turns an `--output` target into a `RowSink` shared by the worker threads
-//! of one process; each worker hands it whole batches of rows, so lines never interleave. With
+//! of one process; each worker hands it whole `RowBatch`es, so lines never interleave. With
 //! several processes every process writes its own file (`out.jsonl` becomes `out.p0.jsonl`,
 //! `out.p1.jsonl`, …). A sink that cannot write returns an error; the run then stops loudly.
 //! `kafka://HOST:PORT/TOPIC` targets produce to a topic instead (`kafka::KafkaSink` for rows,
@@ -15,15 +15,60 @@ use crate::spec::Spec;
 
 /// One result row: `key` identifies (window, group key) uniquely and deterministically (a Kafka
 /// message key, a primary key); `json` is the row as one JSON object.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResultRow {
     pub key: String,
     pub json: String,
 }
 
+/// Result rows rendered into two buffers: the rows as JSON lines, ready to write as they are,
+/// and their keys (see `ResultRow`). One allocation per window, not two per row.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RowBatch {
+    /// Every row followed by `\n`.
+    lines: String,
+    keys: String,
+    /// Per row: where its JSON ends in `lines` and its key in `keys`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl RowBatch {
+    /// Appends a row: `json` writes the JSON object, `key` its key.
+    pub fn push(&mut self, json: impl FnOnce(&mut String), key: impl FnOnce(&mut String)) {
+        json(&mut self.lines);
+        let json_end = self.lines.len();
+        self.lines.push('\n');
+        key(&mut self.keys);
+        self.ends.push((json_end, self.keys.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All rows as newline-terminated JSON lines.
+    pub fn lines(&self) -> &str {
+        &self.lines
+    }
+
+    /// `(key, json)` of every row.
+    pub fn rows(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut from = (0, 0);
+        self.ends.iter().map(move |&(json_end, key_end)| {
+            let row = (&self.keys[from.1..key_end], &self.lines[from.0..json_end]);
+            from = (json_end + 1, key_end);
+            row
+        })
+    }
+}
+
 /// Where result rows go. Shared by the workers of a process.
 pub trait RowSink: Send + Sync {
-    fn write_rows(&self, rows: &[ResultRow]) -> Result<()>;
+    fn write_rows(&self, batches: &[RowBatch]) -> Result<()>;
     fn flush(&self) -> Result<()>;
 }
 
@@ -52,12 +97,11 @@ pub fn open_sink(
 }
 
 impl RowSink for LineWriter {
-    fn write_rows(&self, rows: &[ResultRow]) -> Result<()> {
-        let mut text = String::with_capacity(rows.iter().map(|r| r.json.len() + 1).sum());
-        for row in rows {
-            text.push_str(&row.json);
-            text.push('\n');
+    fn write_rows(&self, batches: &[RowBatch]) -> Result<()> {
+        if let [batch] = batches {
+            return Ok(self.write_batch(batch.lines())?);
         }
+        let text: String = batches.iter().map(RowBatch::lines).collect();
         Ok(self.write_batch(&text)?)
     }
 
@@ -140,6 +184,21 @@ pub fn per_process_path(path: &Path, process: usize, processes: usize) -> PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_row_and_key() {
+        let mut batch = RowBatch::default();
+        for (key, json) in [("a|1", "{\"x\":1}"), ("", "{}"), ("b|22", "{\"y\":\"z\"}")] {
+            batch.push(|j| j.push_str(json), |k| k.push_str(key));
+        }
+        let rows: Vec<_> = batch.rows().collect();
+        assert_eq!(
+            rows,
+            vec![("a|1", "{\"x\":1}"), ("", "{}"), ("b|22", "{\"y\":\"z\"}")]
+        );
+        assert_eq!(batch.lines(), "{\"x\":1}\n{}\n{\"y\":\"z\"}\n");
+        assert_eq!(batch.len(), 3);
+    }
 
     #[test]
     fn per_process_names_start_with_the_given_name() {

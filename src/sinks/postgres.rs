@@ -21,7 +21,7 @@
 //! (a duration such as `60s`), `batch` (rows per transaction, default 5000). Other query
 //! parameters go to the PostgreSQL client (e.g. `connect_timeout`).
 
-use super::{ResultRow, RowSink};
+use super::{ResultRow, RowBatch, RowSink};
 use crate::aggregate::AggKind;
 use crate::spec::{Spec, SESSION_FIELDS};
 use crate::time::parse_duration_ms;
@@ -372,12 +372,20 @@ impl PostgresSink {
 }
 
 impl RowSink for PostgresSink {
-    fn write_rows(&self, rows: &[ResultRow]) -> Result<()> {
+    fn write_rows(&self, batches: &[RowBatch]) -> Result<()> {
         self.failed()?;
+        let rows: Vec<ResultRow> = batches
+            .iter()
+            .flat_map(RowBatch::rows)
+            .map(|(key, json)| ResultRow {
+                key: key.to_string(),
+                json: json.to_string(),
+            })
+            .collect();
         if rows.is_empty() {
             return Ok(());
         }
-        self.send(Message::Rows(rows.to_vec()))
+        self.send(Message::Rows(rows))
     }
 
     fn flush(&self) -> Result<()> {

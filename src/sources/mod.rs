@@ -2,7 +2,7 @@
 //!
 //! Contract of the source operator (`partitioned_source`):
 //! - It holds one capability at the minimum watermark over its unfinished partitions, and sends
-//!   every partial aggregate at that capability, before downgrading it. Records released as on
+//!   every pre-aggregated batch at that capability, before downgrading it. Records released as on
 //!   time have `ts >= watermark`, so no partial can land in a window the frontier has passed.
 //! - A partition that has not started yet holds the watermark at its read-ahead reference (the
 //!   minimum of its first event times) minus the bound, so unread partitions do not pin the
@@ -26,7 +26,7 @@ pub mod kafka;
 pub mod sse;
 
 use crate::metrics::Metrics;
-use crate::operators::prepare::{Partial, PartitionState, Preparer};
+use crate::operators::prepare::{Combiner, PartitionState, Preparer};
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
@@ -96,7 +96,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(mut partition: Box<dyn Partition>, preparer: &Preparer) -> Self {
+    fn new<C: Combiner>(mut partition: Box<dyn Partition>, preparer: &Preparer<C>) -> Self {
         let reference = read_reference(&mut *partition, preparer);
         let state = PartitionState::new(partition.name(), reference, preparer.spec());
         Slot {
@@ -109,14 +109,14 @@ impl Slot {
 
 /// Builds the source operator over this worker's `partitions`; with `discovery` the input is
 /// live (see the module contract).
-pub fn partitioned_source<'scope>(
+pub fn partitioned_source<'scope, C: Combiner>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
     mut discovery: Option<Box<dyn Discovery>>,
-    mut preparer: Preparer,
+    mut preparer: Preparer<C>,
     metrics: std::sync::Arc<Metrics>,
     local_worker: usize,
-) -> Stream<'scope, u64, Vec<Partial>> {
+) -> Stream<'scope, u64, Vec<C::Batch>> {
     source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = Some(capability);
@@ -208,7 +208,10 @@ pub fn partitioned_source<'scope>(
 }
 
 /// The minimum of a partition's first event times, if it can read ahead.
-fn read_reference(partition: &mut dyn Partition, preparer: &Preparer) -> Option<u64> {
+fn read_reference<C: Combiner>(
+    partition: &mut dyn Partition,
+    preparer: &Preparer<C>,
+) -> Option<u64> {
     let mut times = Vec::new();
     let result = partition.peek(REFERENCE_BYTES, &mut |line| {
         if let Some(ts) = preparer.event_time(line) {

@@ -1,0 +1,213 @@
+//! Accumulators per group key for one window pane, with every key in one text arena.
+//!
+//! Contract: a `GroupTable` maps group keys (the JSON text `prepare` builds) to `width`
+//! accumulators each. Entries keep the order in which their keys first arrived. Lookups take the
+//! key's `key_hash`, computed once per record and reused to route the key to its worker, so no
+//! key is hashed twice and no key costs an allocation of its own: a pane with 100k keys holds
+//! one `String` and four vectors instead of 200k boxed strings and vectors. That is what keeps
+//! high-cardinality jobs (SPS: most (second, device, title, country) keys occur once) cheap.
+//! A table crosses process boundaries without its lookup index; the index is rebuilt on first use.
+
+use crate::aggregate::Acc;
+use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
+
+/// The hash of a group key: routes the key to its worker and indexes it in tables. Fixed seed,
+/// so every process agrees.
+pub fn key_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GroupTable {
+    /// Accumulators per entry.
+    width: usize,
+    /// The keys, one after another; entry `i` ends at `key_ends[i]`.
+    text: String,
+    key_ends: Vec<usize>,
+    hashes: Vec<u64>,
+    /// `width` accumulators per entry, entry after entry.
+    accs: Vec<Acc>,
+    /// Entry numbers by key hash; empty after deserialization until `reindex`.
+    #[serde(skip)]
+    index: HashTable<usize>,
+}
+
+impl GroupTable {
+    pub fn new(width: usize) -> Self {
+        GroupTable {
+            width,
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    fn key(&self, entry: usize) -> &str {
+        let start = if entry == 0 {
+            0
+        } else {
+            self.key_ends[entry - 1]
+        };
+        &self.text[start..self.key_ends[entry]]
+    }
+
+    /// Rebuilds the lookup index if the table came from another process.
+    fn reindex(&mut self) {
+        if self.index.len() != self.hashes.len() {
+            let hashes = &self.hashes;
+            self.index.clear();
+            for (entry, &hash) in hashes.iter().enumerate() {
+                self.index
+                    .insert_unique(hash, entry, |&other| hashes[other]);
+            }
+        }
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<usize> {
+        self.index
+            .find(hash, |&entry| self.key(entry) == key)
+            .copied()
+    }
+
+    /// Adds an entry for a key not in the table; its accumulators come from `accs`.
+    fn push(&mut self, hash: u64, key: &str, accs: impl IntoIterator<Item = Acc>) -> usize {
+        let entry = self.hashes.len();
+        self.text.push_str(key);
+        self.key_ends.push(self.text.len());
+        self.hashes.push(hash);
+        self.accs.extend(accs);
+        debug_assert_eq!(self.accs.len(), (entry + 1) * self.width);
+        let hashes = &self.hashes;
+        self.index
+            .insert_unique(hash, entry, |&other| hashes[other]);
+        entry
+    }
+
+    /// The accumulators of `key` (whose `key_hash` is `hash`), created by `new_accs` if absent.
+    pub fn accs_mut(
+        &mut self,
+        hash: u64,
+        key: &str,
+        new_accs: impl FnOnce() -> Vec<Acc>,
+    ) -> &mut [Acc] {
+        self.reindex();
+        let entry = match self.find(hash, key) {
+            Some(entry) => entry,
+            None => self.push(hash, key, new_accs()),
+        };
+        &mut self.accs[entry * self.width..(entry + 1) * self.width]
+    }
+
+    /// Merges every entry of `other` into this table (its accumulators are moved, not copied).
+    pub fn merge(&mut self, other: GroupTable) {
+        self.reindex();
+        let width = other.width;
+        let mut accs = other.accs.into_iter();
+        for (entry, &hash) in other.hashes.iter().enumerate() {
+            let start = if entry == 0 {
+                0
+            } else {
+                other.key_ends[entry - 1]
+            };
+            let key = &other.text[start..other.key_ends[entry]];
+            let incoming = accs.by_ref().take(width);
+            match self.find(hash, key) {
+                Some(found) => {
+                    let mine = &mut self.accs[found * width..(found + 1) * width];
+                    mine.iter_mut().zip(incoming).for_each(|(a, b)| a.merge(&b));
+                }
+                None => {
+                    self.push(hash, key, incoming);
+                }
+            }
+        }
+    }
+
+    /// Merges a copy of every entry of `other` into this table (sliding windows share panes).
+    pub fn merge_from(&mut self, other: &GroupTable) {
+        self.merge(other.clone());
+    }
+
+    /// `(key hash, key, accumulators)` of every entry, in arrival order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &str, &[Acc])> + '_ {
+        (0..self.len()).map(move |entry| {
+            (
+                self.hashes[entry],
+                self.key(entry),
+                &self.accs[entry * self.width..(entry + 1) * self.width],
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(table: &mut GroupTable, key: &str, n: u64) {
+        let accs = table.accs_mut(key_hash(key), key, || vec![Acc::Count(0)]);
+        for _ in 0..n {
+            accs[0].update(None, None);
+        }
+    }
+
+    fn counts(table: &GroupTable) -> Vec<(String, u64)> {
+        table
+            .entries()
+            .map(|(_, key, accs)| match accs {
+                [Acc::Count(n)] => (key.to_string(), *n),
+                other => panic!("unexpected accumulators {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_accumulate_in_arrival_order() {
+        let mut table = GroupTable::new(1);
+        add(&mut table, "b", 1);
+        add(&mut table, "a", 2);
+        add(&mut table, "b", 3);
+        add(&mut table, "", 1);
+        assert_eq!(
+            counts(&table),
+            vec![("b".into(), 4), ("a".into(), 2), ("".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn merge_adds_shared_keys_and_appends_new_ones() {
+        let (mut left, mut right) = (GroupTable::new(1), GroupTable::new(1));
+        add(&mut left, "x", 1);
+        add(&mut left, "y", 1);
+        add(&mut right, "y", 5);
+        add(&mut right, "z", 7);
+        left.merge_from(&right);
+        left.merge(right);
+        assert_eq!(
+            counts(&left),
+            vec![("x".into(), 1), ("y".into(), 11), ("z".into(), 14)]
+        );
+    }
+
+    #[test]
+    fn a_table_from_another_process_is_reindexed() {
+        let mut table = GroupTable::new(1);
+        for i in 0..100 {
+            add(&mut table, &format!("key{i}"), 1);
+        }
+        let text = serde_json::to_string(&table).unwrap();
+        let mut copy: GroupTable = serde_json::from_str(&text).unwrap();
+        for i in 0..100 {
+            add(&mut copy, &format!("key{i}"), 1);
+        }
+        assert_eq!(copy.len(), 100);
+        assert!(counts(&copy).iter().all(|(_, n)| *n == 2));
+    }
+}
