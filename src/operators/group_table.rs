@@ -41,12 +41,29 @@ impl GroupTable {
         }
     }
 
+    /// An empty table with room for `entries` keys of `key_bytes` in all.
+    pub fn with_capacity(width: usize, entries: usize, key_bytes: usize) -> Self {
+        GroupTable {
+            width,
+            text: String::with_capacity(key_bytes),
+            key_ends: Vec::with_capacity(entries),
+            hashes: Vec::with_capacity(entries),
+            accs: Vec::with_capacity(entries * width),
+            index: HashTable::with_capacity(entries),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.hashes.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
+    }
+
+    /// Total length of the keys.
+    pub fn key_bytes(&self) -> usize {
+        self.text.len()
     }
 
     fn key(&self, entry: usize) -> &str {
@@ -91,11 +108,11 @@ impl GroupTable {
     }
 
     /// The accumulators of `key` (whose `key_hash` is `hash`), created by `new_accs` if absent.
-    pub fn accs_mut(
+    pub fn accs_mut<I: IntoIterator<Item = Acc>>(
         &mut self,
         hash: u64,
         key: &str,
-        new_accs: impl FnOnce() -> Vec<Acc>,
+        new_accs: impl FnOnce() -> I,
     ) -> &mut [Acc] {
         self.reindex();
         let entry = match self.find(hash, key) {

@@ -20,8 +20,19 @@ use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
 use std::sync::Arc;
 
-/// Separates the JSON fragments of a group key; JSON text never contains a raw 0x1F.
-pub const KEY_SEPARATOR: char = '\u{1f}';
+/// The group key of a record: its group-by fields as the JSON members they become in the output
+/// row, e.g. `,"device":"ps4","country":"BR"`. Rows paste it as it is.
+pub fn group_member_prefixes(spec: &Spec) -> Vec<String> {
+    spec.group_by
+        .iter()
+        .map(|(name, _)| {
+            let mut prefix = String::from(",");
+            crate::extract::write_json_string(&mut prefix, name);
+            prefix.push(':');
+            prefix
+        })
+        .collect()
+}
 
 /// A record that passed every check, as a combiner sees it.
 pub struct Accepted<'r, 'a> {
@@ -29,7 +40,7 @@ pub struct Accepted<'r, 'a> {
     pub fields: &'r [Option<Scalar<'a>>],
     /// Per aggregate, the number the record folds in (numeric aggregates).
     pub values: &'r [Option<f64>],
-    /// Group-by values as JSON text separated by `KEY_SEPARATOR`.
+    /// Group-by fields as JSON members (see `group_member_prefixes`).
     pub key: &'r str,
     /// `key_hash(key)`: routes the key to the worker that owns it.
     pub hash: u64,
@@ -51,12 +62,8 @@ impl Accepted<'_, '_> {
     }
 
     /// Empty accumulators, one per aggregate.
-    pub fn empty_accs(&self) -> Vec<Acc> {
-        self.spec
-            .aggregates
-            .iter()
-            .map(|a| a.kind.new_acc())
-            .collect()
+    pub fn empty_accs(&self) -> impl Iterator<Item = Acc> + '_ {
+        self.spec.aggregates.iter().map(|a| a.kind.new_acc())
     }
 }
 
@@ -99,6 +106,8 @@ pub struct Preparer<C> {
     combiner: C,
     /// Per aggregate, the number the current record folds in (numeric aggregates).
     values: Vec<Option<f64>>,
+    /// `,"<field>":` per group-by field.
+    member_prefixes: Vec<String>,
     key: String,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -112,6 +121,7 @@ impl<C: Combiner> Preparer<C> {
         let extractor =
             Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
         Preparer {
+            member_prefixes: group_member_prefixes(&spec),
             spec,
             extractor,
             combiner,
@@ -279,16 +289,14 @@ impl<C: Combiner> Preparer<C> {
             }
         }
         self.key.clear();
-        for (i, (name, index)) in self.spec.group_by.iter().enumerate() {
+        for ((name, index), prefix) in self.spec.group_by.iter().zip(&self.member_prefixes) {
             let Some(value) = &fields[*index] else {
                 let detail = format!("missing group-by field `{name}`");
                 self.dead
                     .push(Reason::Malformed, &detail, partition, offset, line);
                 return;
             };
-            if i > 0 {
-                self.key.push(KEY_SEPARATOR);
-            }
+            self.key.push_str(prefix);
             value.write_json(&mut self.key);
         }
         self.combiner.add(&Accepted {

@@ -116,7 +116,7 @@ pub struct SessionPartial {
     pub route: u64,
     pub start: u64,
     pub last: u64,
-    /// Group-by values as JSON text (see `prepare::KEY_SEPARATOR`).
+    /// Group-by fields as JSON members (see `prepare::group_member_prefixes`).
     pub key: String,
     pub accs: Vec<Acc>,
 }
@@ -154,7 +154,7 @@ impl Combiner for SessionCombiner {
             record.fold_into(&mut session.accs);
             return;
         }
-        let mut accs = record.empty_accs();
+        let mut accs: Vec<Acc> = record.empty_accs().collect();
         record.fold_into(&mut accs);
         set.insert(record.ts, record.ts, accs, self.gap, &mut Vec::new());
     }
@@ -290,7 +290,7 @@ fn render(rows: &mut RowBatch, renderer: &RowRenderer, key: &str, start: u64, se
             renderer.write_key_and_aggregates(json, (start, session.last), key, &session.accs);
         },
         |row_key| {
-            let _ = write!(row_key, "{key}|{start}");
+            let _ = write!(row_key, "{{\"start_time\":{start}{key}}}");
         },
     );
 }

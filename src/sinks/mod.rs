@@ -33,6 +33,15 @@ pub struct RowBatch {
 }
 
 impl RowBatch {
+    /// An empty batch with room for `rows` rows of `line_bytes` and keys of `key_bytes` in all.
+    pub fn with_capacity(rows: usize, line_bytes: usize, key_bytes: usize) -> Self {
+        RowBatch {
+            lines: String::with_capacity(line_bytes),
+            keys: String::with_capacity(key_bytes),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
     /// Appends a row: `json` writes the JSON object, `key` its key.
     pub fn push(&mut self, json: impl FnOnce(&mut String), key: impl FnOnce(&mut String)) {
         json(&mut self.lines);
