@@ -107,11 +107,7 @@ pub fn open_sink(
 
 impl RowSink for LineWriter {
     fn write_rows(&self, batches: &[RowBatch]) -> Result<()> {
-        if let [batch] = batches {
-            return Ok(self.write_batch(batch.lines())?);
-        }
-        let text: String = batches.iter().map(RowBatch::lines).collect();
-        Ok(self.write_batch(&text)?)
+        Ok(self.write_texts(batches.iter().map(RowBatch::lines))?)
     }
 
     fn flush(&self) -> Result<()> {
@@ -159,11 +155,19 @@ impl LineWriter {
 
     /// Writes a batch of complete lines at once.
     pub fn write_batch(&self, text: &str) -> std::io::Result<()> {
-        if text.is_empty() {
+        self.write_texts(std::iter::once(text))
+    }
+
+    /// Writes several batches of complete lines together, then flushes.
+    fn write_texts<'t>(&self, texts: impl Iterator<Item = &'t str>) -> std::io::Result<()> {
+        let mut texts = texts.filter(|t| !t.is_empty()).peekable();
+        if texts.peek().is_none() {
             return Ok(());
         }
         let mut sink = self.inner.lock().expect("writer lock poisoned");
-        sink.write_all(text.as_bytes())?;
+        for text in texts {
+            sink.write_all(text.as_bytes())?;
+        }
         // Rows appear as windows close: a reader of a live run must not wait for a full buffer.
         sink.flush()?;
         Ok(())
