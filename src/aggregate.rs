@@ -145,18 +145,29 @@ impl AggKind {
         }
     }
 
-    /// The value this aggregate folds in for a record's field: `Ok(None)` when missing or null
-    /// (skipped), `Err(reason)` when present but unusable (the record is malformed).
-    pub fn value_of(self, value: Option<&Scalar<'_>>) -> Result<Option<f64>, &'static str> {
+    /// What a record's field contributes to this aggregate, computed once per record however
+    /// many windows it lands in: `Input::Missing` when missing or null (skipped) or when the
+    /// aggregate reads no number or hash, `Err(reason)` when present but unusable (the record is
+    /// malformed).
+    pub fn value_of(self, value: Option<&Scalar<'_>>) -> Result<Input, &'static str> {
+        if matches!(
+            self,
+            AggKind::CountDistinct | AggKind::CountDistinctApprox { .. }
+        ) {
+            // A record without the field adds no value (dataflows list such fields in `required`).
+            return Ok(value.map_or(Input::Missing, |v| {
+                Input::Hash(value_hash(v.as_text().as_bytes()))
+            }));
+        }
         if !matches!(
             self,
             AggKind::Sum | AggKind::Avg | AggKind::Min | AggKind::Max
         ) {
-            return Ok(None);
+            return Ok(Input::Missing);
         }
         let number = match value {
-            None | Some(Scalar::Null) => return Ok(None),
-            Some(Scalar::Str(s)) if s.trim().is_empty() => return Ok(None),
+            None | Some(Scalar::Null) => return Ok(Input::Missing),
+            Some(Scalar::Str(s)) if s.trim().is_empty() => return Ok(Input::Missing),
             Some(v) => v.as_f64().ok_or("is not a number")?,
         };
         if !number.is_finite() {
@@ -165,8 +176,18 @@ impl AggKind {
         if matches!(self, AggKind::Sum | AggKind::Avg) && number.abs() > SUM_LIMIT {
             return Err("is beyond the exact-sum range (1e20)");
         }
-        Ok(Some(number))
+        Ok(Input::Number(number))
     }
+}
+
+/// What one record contributes to an aggregate besides being counted (see `AggKind::value_of`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Input {
+    Missing,
+    /// The field's number (`sum`, `avg`, `min`, `max`).
+    Number(f64),
+    /// The hash of the field's value (`count_distinct`).
+    Hash(u128),
 }
 
 /// A partial aggregate.
@@ -195,17 +216,16 @@ fn to_nanos(value: f64) -> i128 {
 }
 
 impl Acc {
-    /// Folds one record's value, as returned by `AggKind::value_of` (`None`: missing or no field).
+    /// Folds one record: its field `value` and the `input` `AggKind::value_of` made of it.
     #[inline]
-    pub fn update(&mut self, value: Option<&Scalar<'_>>, number: Option<f64>) {
-        self.update_at(value, number, 0)
+    pub fn update(&mut self, value: Option<&Scalar<'_>>, input: Input) {
+        self.update_at(value, input, 0)
     }
 
-    /// Folds one record at event time `ts` (order-aware aggregates such as `first` use it);
-    /// `number` is the value as `AggKind::value_of` returned it (numeric aggregates).
+    /// Folds one record at event time `ts` (order-aware aggregates such as `first` use it).
     #[inline]
-    pub fn update_at(&mut self, value: Option<&Scalar<'_>>, number: Option<f64>, ts: u64) {
-        match (self, number) {
+    pub fn update_at(&mut self, value: Option<&Scalar<'_>>, input: Input, ts: u64) {
+        match (self, input) {
             (Acc::Count(n) | Acc::RatePerSecond(n), _) => *n += 1,
             (Acc::First(first), _) => {
                 if first.as_ref().is_some_and(|(t, _)| ts > *t) {
@@ -218,25 +238,16 @@ impl Acc {
                 }
                 merge_first(first, Some((ts, text)));
             }
-            // A record without the field adds no value (dataflows list such fields in `required`).
-            (Acc::Distinct(set), _) => {
-                if let Some(value) = value {
-                    set.insert(value_hash(value.as_text().as_bytes()));
-                }
-            }
-            (Acc::DistinctApprox(sketch), _) => {
-                if let Some(value) = value {
-                    sketch.insert(value_hash(value.as_text().as_bytes()));
-                }
-            }
-            (_, None) => {}
-            (Acc::Sum(sum), Some(v)) => *sum = sum.saturating_add(to_nanos(v)),
-            (Acc::Avg { nanos, n }, Some(v)) => {
+            (Acc::Distinct(set), Input::Hash(hash)) => set.insert(hash),
+            (Acc::DistinctApprox(sketch), Input::Hash(hash)) => sketch.insert(hash),
+            (Acc::Sum(sum), Input::Number(v)) => *sum = sum.saturating_add(to_nanos(v)),
+            (Acc::Avg { nanos, n }, Input::Number(v)) => {
                 *nanos = nanos.saturating_add(to_nanos(v));
                 *n += 1;
             }
-            (Acc::Min(m), Some(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
-            (Acc::Max(m), Some(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
+            (Acc::Min(m), Input::Number(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
+            (Acc::Max(m), Input::Number(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
+            _ => {}
         }
     }
 
@@ -375,7 +386,8 @@ mod tests {
         let (left, right) = values.split_at(values.len() / 2);
         let part = |vs: &[Option<f64>]| {
             let mut acc = kind.new_acc();
-            vs.iter().for_each(|v| acc.update(None, *v));
+            vs.iter()
+                .for_each(|v| acc.update(None, v.map_or(Input::Missing, Input::Number)));
             acc
         };
         let (mut a, mut b) = (part(left), part(right));
@@ -392,10 +404,10 @@ mod tests {
     #[test]
     fn count_merges() {
         let mut a = AggKind::Count.new_acc();
-        a.update(None, None);
-        a.update(None, None);
+        a.update(None, Input::Missing);
+        a.update(None, Input::Missing);
         let mut b = AggKind::Count.new_acc();
-        b.update(None, None);
+        b.update(None, Input::Missing);
         a.merge(&b);
         let mut s = String::new();
         a.write_json(0, 1000, &mut s);
@@ -405,7 +417,7 @@ mod tests {
     #[test]
     fn rate_divides_by_the_window_duration() {
         let mut a = AggKind::RatePerSecond.new_acc();
-        (0..90).for_each(|_| a.update(None, None));
+        (0..90).for_each(|_| a.update(None, Input::Missing));
         let mut s = String::new();
         a.write_json(60_000, 120_000, &mut s);
         assert_eq!(s, "1.5");
@@ -431,13 +443,18 @@ mod tests {
     fn exact_distinct_counts_each_value_once_across_merges() {
         let mut a = AggKind::CountDistinct.new_acc();
         let mut b = AggKind::CountDistinct.new_acc();
+        let put = |acc: &mut Acc, v: &str| {
+            let value = Scalar::Str(v.into());
+            let input = AggKind::CountDistinct.value_of(Some(&value)).unwrap();
+            acc.update(Some(&value), input);
+        };
         for v in ["x", "y", "x"] {
-            a.update(Some(&Scalar::Str(v.into())), None);
+            put(&mut a, v);
         }
         for v in ["y", "z"] {
-            b.update(Some(&Scalar::Str(v.into())), None);
+            put(&mut b, v);
         }
-        b.update(None, None);
+        b.update(None, Input::Missing);
         a.merge(&b);
         let mut s = String::new();
         a.write_json(0, 1, &mut s);
@@ -476,18 +493,18 @@ mod tests {
     #[test]
     fn values() {
         let sum = AggKind::Sum;
-        assert_eq!(sum.value_of(None), Ok(None));
-        assert_eq!(sum.value_of(Some(&Scalar::Null)), Ok(None));
+        assert_eq!(sum.value_of(None), Ok(Input::Missing));
+        assert_eq!(sum.value_of(Some(&Scalar::Null)), Ok(Input::Missing));
         assert_eq!(
             sum.value_of(Some(&Scalar::Str(" 12.5 ".into()))),
-            Ok(Some(12.5))
+            Ok(Input::Number(12.5))
         );
         assert!(sum.value_of(Some(&Scalar::Str("BUY".into()))).is_err());
         assert!(sum.value_of(Some(&Scalar::Bool(true))).is_err());
         assert!(sum.value_of(Some(&Scalar::Float(1e21))).is_err());
         assert_eq!(
             AggKind::Max.value_of(Some(&Scalar::Float(1e21))),
-            Ok(Some(1e21))
+            Ok(Input::Number(1e21))
         );
         assert!(AggKind::Min
             .value_of(Some(&Scalar::Str("NaN".into())))
@@ -498,10 +515,10 @@ mod tests {
     fn first_is_order_independent() {
         let value = |s: &'static str| Scalar::Str(s.into());
         let mut a = AggKind::First.new_acc();
-        a.update_at(Some(&value("late")), None, 20);
+        a.update_at(Some(&value("late")), Input::Missing, 20);
         let mut b = AggKind::First.new_acc();
-        b.update_at(Some(&value("b")), None, 10);
-        b.update_at(Some(&value("a")), None, 10);
+        b.update_at(Some(&value("b")), Input::Missing, 10);
+        b.update_at(Some(&value("a")), Input::Missing, 10);
         let mut ab = a.clone();
         ab.merge(&b);
         b.merge(&a);

@@ -171,7 +171,7 @@ mod tests {
     fn add(table: &mut GroupTable, key: &str, n: u64) {
         let accs = table.accs_mut(key_hash(key), key, || vec![Acc::Count(0)]);
         for _ in 0..n {
-            accs[0].update(None, None);
+            accs[0].update(None, crate::aggregate::Input::Missing);
         }
     }
 

@@ -12,7 +12,7 @@
 //! `session::SessionCombiner` (mini-sessions per key).
 
 use super::group_table::key_hash;
-use crate::aggregate::Acc;
+use crate::aggregate::{Acc, Input};
 use crate::extract::{derive, Extractor, Fields, Line, Scalar};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::{DeadLetters, Reason};
@@ -38,8 +38,8 @@ pub fn group_member_prefixes(spec: &Spec) -> Vec<String> {
 pub struct Accepted<'r, 'a> {
     pub spec: &'r Spec,
     pub fields: &'r [Option<Scalar<'a>>],
-    /// Per aggregate, the number the record folds in (numeric aggregates).
-    pub values: &'r [Option<f64>],
+    /// Per aggregate, what the record folds in besides being counted.
+    pub values: &'r [Input],
     /// Group-by fields as JSON members (see `group_member_prefixes`).
     pub key: &'r str,
     /// `key_hash(key)`: routes the key to the worker that owns it.
@@ -104,8 +104,8 @@ pub struct Preparer<C> {
     spec: Arc<Spec>,
     extractor: Extractor,
     combiner: C,
-    /// Per aggregate, the number the current record folds in (numeric aggregates).
-    values: Vec<Option<f64>>,
+    /// Per aggregate, what the current record folds in besides being counted.
+    values: Vec<Input>,
     /// `,"<field>":` per group-by field.
     member_prefixes: Vec<String>,
     key: String,
