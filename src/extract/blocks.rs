@@ -3,9 +3,8 @@
 //! characters, control characters, non-ASCII bytes and brackets outside strings.
 //!
 //! Contract:
-//! - `Blocks` walks the line's blocks in order from its start, classifying each once; the last
-//!   block is padded with spaces (in none of the classes), so no mask has a bit past the end of
-//!   the line except `escaped` right after a trailing backslash.
+//! - `Blocks` walks the line's blocks in order from its start, classifying each once; no mask
+//!   has a bit past the end of the line except `escaped` right after a trailing backslash.
 //! - A character is *escaped* when an odd run of backslashes precedes it (in `\\\"` the second
 //!   backslash and the quote are); runs straddling blocks are carried over. Backslashes escape
 //!   wherever they are, as in simdjson: only inside strings is that JSON.
@@ -57,7 +56,8 @@ impl Kernel {
         all
     }
 
-    #[inline]
+    /// The byte classes of `chunk` (tests compare the kernels through this).
+    #[cfg(test)]
     fn classify(self, chunk: &[u8; 64]) -> Classes {
         match self {
             Kernel::Portable => classify_portable(chunk),
@@ -142,14 +142,57 @@ impl<'a> Blocks<'a> {
 
     /// Classifies the block at `base`, carrying escapes and strings over from the one before.
     fn classify(&mut self) {
-        let classes = match self.line.get(self.base..self.base + 64) {
-            Some(chunk) => self.kernel.classify(chunk.try_into().expect("64 bytes")),
+        let len = self.line.len();
+        // A last partial block is read as the line's last 64 bytes, its masks then shifted
+        // down: no copy. Only a line shorter than a block is copied, padded with spaces.
+        let (chunk, shift) = match self.line.get(self.base..self.base + 64) {
+            Some(chunk) => (chunk, 0),
+            None if len >= 64 => (&self.line[len - 64..], (64 - (len - self.base)) as u32),
             None => {
-                let rest = &self.line[self.base..];
                 let mut padded = [b' '; 64];
-                padded[..rest.len()].copy_from_slice(rest);
-                self.kernel.classify(&padded)
+                padded[..len].copy_from_slice(self.line);
+                return self.classify_chunk(&padded, 0);
             }
+        };
+        self.classify_chunk(chunk.try_into().expect("64 bytes"), shift);
+    }
+
+    #[inline]
+    fn classify_chunk(&mut self, chunk: &[u8; 64], shift: u32) {
+        match self.kernel {
+            Kernel::Portable => self.update(classify_portable(chunk), shift),
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse2 => unsafe { self.update_sse2(chunk, shift) },
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.update_avx2(chunk, shift) },
+        }
+    }
+
+    /// `update` with `classify_sse2`, compiled as one function.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse2")]
+    fn update_sse2(&mut self, chunk: &[u8; 64], shift: u32) {
+        self.update(classify_sse2(chunk), shift);
+    }
+
+    /// `update` with `classify_avx2`, compiled as one function (the mask arithmetic too).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn update_avx2(&mut self, chunk: &[u8; 64], shift: u32) {
+        self.update(classify_avx2(chunk), shift);
+    }
+
+    /// Derives the block's masks from its byte classes, those of its first byte at bit `shift`.
+    #[inline(always)]
+    fn update(&mut self, classes: Classes, shift: u32) {
+        let classes = Classes {
+            quote: classes.quote >> shift,
+            backslash: classes.backslash >> shift,
+            control: classes.control >> shift,
+            non_ascii: classes.non_ascii >> shift,
+            bracket: classes.bracket >> shift,
         };
         let escaped = escaped(classes.backslash, &mut self.escape_carry);
         let quotes = classes.quote & !escaped;
@@ -195,6 +238,7 @@ fn prefix_xor(mut x: u64) -> u64 {
 }
 
 /// The byte classes eight bytes at a time, in plain u64 arithmetic (any target).
+#[inline]
 fn classify_portable(chunk: &[u8; 64]) -> Classes {
     const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -221,6 +265,7 @@ fn classify_portable(chunk: &[u8; 64]) -> Classes {
 /// The byte classes sixteen bytes at a time with SSE2 (baseline on x86_64).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
+#[inline]
 fn classify_sse2(chunk: &[u8; 64]) -> Classes {
     use std::arch::x86_64::*;
     let mut classes = Classes::default();
@@ -247,6 +292,7 @@ fn classify_sse2(chunk: &[u8; 64]) -> Classes {
 /// The byte classes thirty-two bytes at a time with AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 fn classify_avx2(chunk: &[u8; 64]) -> Classes {
     use std::arch::x86_64::*;
     let mut classes = Classes::default();

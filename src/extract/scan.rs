@@ -30,11 +30,73 @@ struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
     blocks: Blocks<'a>,
+    /// The whole line as text, once checked (see `Scanner::text`).
+    line_text: Option<Option<&'a str>>,
 }
 
-/// Fills `out[i]` with the value of root key `fields[i]`; see the module contract.
+/// The wanted root keys, laid out for matching: length and first eight bytes first.
+pub struct Keys {
+    names: Vec<String>,
+    /// Per name: its length and its first (up to) eight bytes, little-endian, zero-padded.
+    heads: Vec<(usize, u64)>,
+}
+
+impl Keys {
+    pub fn new(names: &[String]) -> Keys {
+        let heads = names
+            .iter()
+            .map(|n| (n.len(), head(n.as_bytes(), 0, n.len())))
+            .collect();
+        Keys {
+            names: names.to_vec(),
+            heads,
+        }
+    }
+
+    /// The index of the first name equal to `key`, whose head (see `head`) is `key_head`.
+    #[inline]
+    fn find(&self, key: &[u8], key_head: u64) -> Option<usize> {
+        let i = self
+            .heads
+            .iter()
+            .position(|&(len, head)| len == key.len() && head == key_head)?;
+        if key.len() <= 8 {
+            return Some(i);
+        }
+        // Rare: long keys sharing a head.
+        self.names.iter().position(|n| n.as_bytes() == key)
+    }
+
+    fn find_decoded(&self, key: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == key)
+    }
+}
+
+/// The first `min(len, 8)` bytes of `bytes[at..]` as a little-endian u64, zero-padded.
+#[inline]
+fn head(bytes: &[u8], at: usize, len: usize) -> u64 {
+    let n = len.min(8);
+    match bytes.get(at..at + 8) {
+        // A whole word when the line has one there (the common case), masked to the key.
+        Some(word) => {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if n == 8 {
+                word
+            } else {
+                word & ((1u64 << (8 * n)) - 1)
+            }
+        }
+        None => {
+            let mut word = [0u8; 8];
+            word[..n].copy_from_slice(&bytes[at..at + n]);
+            u64::from_le_bytes(word)
+        }
+    }
+}
+
+/// Fills `out[i]` with the value of root key `keys.names[i]`; see the module contract.
 pub fn extract<'a>(
-    fields: &[String],
+    keys: &Keys,
     kernel: Kernel,
     line: &'a [u8],
     out: &mut [Option<Scalar<'a>>],
@@ -43,9 +105,10 @@ pub fn extract<'a>(
         bytes: line,
         pos: 0,
         blocks: Blocks::new(line, kernel),
+        line_text: None,
     };
     scanner
-        .root(fields, out)
+        .root(keys, out)
         .map_err(|reason| describe(reason, scanner.pos, line.len()))
 }
 
@@ -65,7 +128,7 @@ struct Contents {
 }
 
 impl<'a> Scanner<'a> {
-    fn root(&mut self, fields: &[String], out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
+    fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
         self.skip_whitespace();
         self.expect(b'{', "expected an object")?;
         self.skip_whitespace();
@@ -74,12 +137,12 @@ impl<'a> Scanner<'a> {
         } else {
             loop {
                 self.skip_whitespace();
-                let wanted = self.root_key(fields)?;
+                let wanted = self.root_key(keys)?;
                 self.skip_whitespace();
                 self.expect(b':', "expected `:`")?;
                 self.skip_whitespace();
                 match wanted {
-                    Some(i) => out[i] = Some(self.wanted_value()?),
+                    Some(i) => out[i] = Some(self.wanted_value(keys.names.len())?),
                     None => self.skip_value()?,
                 }
                 self.skip_whitespace();
@@ -123,7 +186,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads a root key and returns the index of the field it names, if any.
     #[inline]
-    fn root_key(&mut self, fields: &[String]) -> Scan<Option<usize>> {
+    fn root_key(&mut self, keys: &Keys) -> Scan<Option<usize>> {
         let start = self.pos;
         if self.peek() != Some(b'"') {
             return Err("expected a key");
@@ -132,9 +195,9 @@ impl<'a> Scanner<'a> {
         if contents.escapes {
             let key = serde_json::from_slice::<String>(&self.bytes[start..self.pos])
                 .map_err(|_| "bad key")?;
-            return Ok(fields.iter().position(|f| *f == key));
+            return Ok(keys.find_decoded(&key));
         }
-        let found = fields.iter().position(|f| short_eq(f.as_bytes(), raw));
+        let found = keys.find(raw, head(self.bytes, start + 1, raw.len()));
         // Root keys must be UTF-8 (serde_json checks them); one equal to a field is.
         if found.is_none() && contents.non_ascii && std::str::from_utf8(raw).is_err() {
             self.pos = start;
@@ -143,9 +206,26 @@ impl<'a> Scanner<'a> {
         Ok(found)
     }
 
+    /// `bytes[start..end]` (a string body without escapes) as text. A line not much longer
+    /// than its wanted fields is checked as UTF-8 once, for all its strings (one call instead
+    /// of one per value); a longer one, string by string.
+    #[inline]
+    fn text(&mut self, start: usize, end: usize, fields: usize) -> Scan<&'a str> {
+        if self.bytes.len() <= 32 * fields {
+            let line = *self
+                .line_text
+                .get_or_insert_with(|| std::str::from_utf8(self.bytes).ok());
+            // Next to quotes, `start` and `end` are character boundaries.
+            if let Some(text) = line.and_then(|l| l.get(start..end)) {
+                return Ok(text);
+            }
+        }
+        std::str::from_utf8(&self.bytes[start..end]).map_err(|_| "string is not UTF-8")
+    }
+
     /// Moves past the string whose opening quote is at `pos`, checking it as the root level
     /// needs (valid escapes, no control characters); returns its body (escapes undecoded).
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Scan<(&'a [u8], Contents)> {
         let open = self.pos;
         let mut from = open + 1;
@@ -359,7 +439,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads a wanted root value; plain strings and small integers are decoded here, anything
     /// needing escape or float decoding by serde_json.
-    fn wanted_value(&mut self) -> Scan<Scalar<'a>> {
+    fn wanted_value(&mut self, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
         let decode = |slice: &'a [u8]| {
@@ -369,30 +449,35 @@ impl<'a> Scanner<'a> {
         };
         match self.peek() {
             Some(b'"') => {
-                let (body, contents) = self.string()?;
+                let (_, contents) = self.string()?;
                 if contents.escapes {
                     return decode(&bytes[start..self.pos]);
                 }
-                let text = std::str::from_utf8(body).map_err(|_| "string is not UTF-8")?;
+                let text = self.text(start + 1, self.pos - 1, fields)?;
                 Ok(Scalar::Str(Cow::Borrowed(text)))
             }
             Some(b'-' | b'0'..=b'9') => {
-                self.skip_number()?;
-                let text = &bytes[start..self.pos];
-                let digits = text.strip_prefix(b"-").unwrap_or(text);
-                // serde_json reads `-0` as the float -0.0: leave it (and big or real numbers) to it.
-                if digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) && text != b"-0" {
-                    let magnitude = digits
-                        .iter()
-                        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-                    let value = if text[0] == b'-' {
-                        -magnitude
-                    } else {
-                        magnitude
-                    };
-                    return Ok(Scalar::Int(value));
+                // One pass for the common plain integer: up to 18 digits, no leading zero, no
+                // fraction or exponent, not `-0` (serde_json reads that as the float -0.0).
+                let negative = self.peek() == Some(b'-');
+                let digits = start + usize::from(negative);
+                let mut end = digits;
+                let mut magnitude = 0i64;
+                while let Some(&d) = bytes.get(end).filter(|d| d.is_ascii_digit()) {
+                    magnitude = magnitude.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
+                    end += 1;
                 }
-                decode(text)
+                let count = end - digits;
+                let plain = (1..=18).contains(&count)
+                    && (bytes[digits] != b'0' || (count == 1 && !negative))
+                    && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
+                if plain {
+                    self.pos = end;
+                    return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
+                }
+                // Anything else is checked here and decoded by serde_json.
+                self.skip_number()?;
+                decode(&bytes[start..self.pos])
             }
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
