@@ -54,17 +54,24 @@ impl Keys {
     }
 
     /// The index of the first name equal to `key`, whose head (see `head`) is `key_head`.
+    /// Every name is compared, without early exit: most keys are unwanted, and which of a few
+    /// names a key is near is unpredictable.
     #[inline]
     fn find(&self, key: &[u8], key_head: u64) -> Option<usize> {
-        let i = self
-            .heads
-            .iter()
-            .position(|&(len, head)| len == key.len() && head == key_head)?;
-        if key.len() <= 8 {
-            return Some(i);
+        let mut found = usize::MAX;
+        for (i, &(len, head)) in self.heads.iter().enumerate().rev() {
+            if len == key.len() && head == key_head {
+                found = i;
+            }
         }
-        // Rare: long keys sharing a head.
-        self.names.iter().position(|n| n.as_bytes() == key)
+        if found == usize::MAX {
+            None
+        } else if key.len() <= 8 {
+            Some(found)
+        } else {
+            // Long keys sharing a head: compare them whole.
+            self.names.iter().position(|n| n.as_bytes() == key)
+        }
     }
 
     fn find_decoded(&self, key: &str) -> Option<usize> {
@@ -315,9 +322,7 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn skip_digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
+        self.pos += digit_run(self.bytes, self.pos);
     }
 
     fn require_digits(&mut self) -> Scan<()> {
@@ -461,13 +466,11 @@ impl<'a> Scanner<'a> {
                 // fraction or exponent, not `-0` (serde_json reads that as the float -0.0).
                 let negative = self.peek() == Some(b'-');
                 let digits = start + usize::from(negative);
-                let mut end = digits;
-                let mut magnitude = 0i64;
-                while let Some(&d) = bytes.get(end).filter(|d| d.is_ascii_digit()) {
-                    magnitude = magnitude.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
-                    end += 1;
-                }
-                let count = end - digits;
+                let count = digit_run(bytes, digits);
+                let end = digits + count;
+                let magnitude = bytes[digits..end].iter().fold(0i64, |n, d| {
+                    n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'))
+                });
                 let plain = (1..=18).contains(&count)
                     && (bytes[digits] != b'0' || (count == 1 && !negative))
                     && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
@@ -503,8 +506,90 @@ static ESCAPES: [u8; 256] = {
     table
 };
 
+/// The number of ASCII digits at `bytes[at..]`, eight bytes at a time (SWAR: no branch per
+/// digit, whose count varies from number to number).
+#[inline]
+fn digit_run(bytes: &[u8], at: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    let mut run = 0;
+    while let Some(word) = bytes.get(at + run..at + run + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        // Per byte, nonzero unless a digit: high nibble not 3, or low nibble 10 or more.
+        let other = ((x & (ONES * 0xf0)) ^ (ONES * 0x30))
+            | (((x & (ONES * 0x0f)) + ONES * 6) & (ONES * 0x10));
+        // 0x80 in the bytes that are nonzero (no carry between bytes: at most 0x7f + 0x7f).
+        let flags = (((other & (ONES * 0x7f)) + ONES * 0x7f) | other) & (ONES * 0x80);
+        if flags != 0 {
+            return run + (flags.trailing_zeros() / 8) as usize;
+        }
+        run += 8;
+    }
+    run + bytes[at + run..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count()
+}
+
 /// Equality of short byte strings (keys, literals) without a call to `memcmp`.
 #[inline]
 fn short_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn digit_runs_agree_with_a_byte_loop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        // Digits and their neighbours in every nibble sense: `/`, `:`, 0xb0..0xb9, 0x3a..0x3f.
+        const BYTES: &[u8] = b"0123456789/:;?\xb0\xb5\xb9\x30\x39\x29 .eE-\xff\x00";
+        for _ in 0..50_000 {
+            let len = rng.gen_range(0..40);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.gen_bool(0.7) {
+                        rng.gen_range(b'0'..=b'9')
+                    } else {
+                        BYTES[rng.gen_range(0..BYTES.len())]
+                    }
+                })
+                .collect();
+            let at = rng.gen_range(0..=len);
+            let want = bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            assert_eq!(digit_run(&bytes, at), want, "{bytes:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn keys_match_whole_names_only() {
+        let names: Vec<String> = ["ts", "uid", "a_long_key_name", "a_long_key_other", "ts"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let keys = Keys::new(&names);
+        for (key, want) in [
+            ("ts", Some(0)),
+            ("uid", Some(1)),
+            ("tsx", None),
+            ("t", None),
+            ("a_long_key_name", Some(2)),
+            ("a_long_key_other", Some(3)),
+            ("a_long_key_nam", None),
+            ("a_long_key_namf", None),
+        ] {
+            let line = format!("\"{key}\"");
+            let bytes = line.as_bytes();
+            assert_eq!(
+                keys.find(key.as_bytes(), head(bytes, 1, key.len())),
+                want,
+                "{key}"
+            );
+        }
+    }
 }
