@@ -6,9 +6,10 @@
 //! Anything that is not a JSON object is an `Err` with a short reason for the dead-letter record.
 //! Values borrow from the input line when they contain no escapes.
 //!
-//! `JsonExtractor::extract` runs the root-level scanner in `scan`; `extract_with_serde_json` is
-//! the serde_json reference it is fuzz-tested against (and benchmarked against by
-//! `examples/extract_throughput.rs`).
+//! `JsonExtractor::extract` runs the root-level scanner in `scan`, which finds strings and
+//! brackets with the 64-byte block masks of `blocks` (SIMD where the CPU has it: `Kernel`);
+//! `extract_with_serde_json` is the serde_json reference it is fuzz-tested against (and
+//! benchmarked against by `examples/extract_throughput.rs`).
 //!
 //! `Extractor` picks the record format a dataflow declares (`[input] format`): JSON objects
 //! (above) or CSV lines (`csv_line`); `derive` computes declared derived fields afterwards.

@@ -405,13 +405,23 @@ mod tests {
     }
 
     #[test]
-    fn a_trailing_backslash_escapes_the_padding_only() {
-        let line = [b'a'; 63].iter().chain(b"\\").copied().collect::<Vec<_>>();
-        let blocks = Blocks::new(&line, Kernel::detect());
-        assert_eq!(blocks.block.escaped, 0);
-        let line = b"\"ab\\";
-        let blocks = Blocks::new(line, Kernel::detect());
-        assert_eq!(blocks.block.escaped, 1 << 4);
-        assert_eq!(blocks.block.quotes, 1);
+    fn a_trailing_backslash_escapes_past_the_end_only() {
+        for kernel in Kernel::available() {
+            // A whole block: the escaped byte would be the next block's first.
+            let line = [b'a'; 63].iter().chain(b"\\").copied().collect::<Vec<_>>();
+            assert_eq!(Blocks::new(&line, kernel).block.escaped, 0);
+            // A short line (padded) and a last partial block (read in place, shifted).
+            for len in [4, 100] {
+                let mut line = vec![b'a'; len];
+                line[len - 1] = b'\\';
+                line[len - 4] = b'"';
+                let mut blocks = Blocks::new(&line, kernel);
+                assert!(blocks.seek(len - 1));
+                let at = len - 1 - blocks.base;
+                assert_eq!(blocks.block.escaped, 1 << (at + 1), "{kernel:?} {len}");
+                assert_eq!(blocks.block.quotes, 1 << (at - 3), "{kernel:?} {len}");
+                assert_eq!(blocks.block.backslashes, 1 << at, "{kernel:?} {len}");
+            }
+        }
     }
 }
