@@ -1,20 +1,24 @@
 //! Parse-only throughput of the root-level field extractors over a JSONL file: the scanner the
 //! engine uses (`JsonExtractor::extract`) and the serde_json reference (`extract_with_serde_json`).
 //!
-//! Usage: `cargo run --release --example extract_throughput -- FILE [FIELD ...]` (fields default
-//! to `ts uid`). Reads the whole file into memory first, so only parsing is timed; prints one
-//! line per extractor with lines/s, MB/s and time per line, measured in this thread's CPU time
-//! (Linux `/proc/thread-self/schedstat`) so that other load on the machine does not distort it.
+//! Usage: `cargo run --release --example extract_throughput -- [--scanner-only | --kernels] FILE
+//! [FIELD ...]` (fields default to `ts uid`). Reads the whole file into memory first, so only
+//! parsing is timed; prints one line per extractor with lines/s, MB/s and time per line, measured
+//! in this thread's CPU time (Linux `/proc/thread-self/schedstat`) so that other load on the
+//! machine does not distort it. `--scanner-only` skips serde_json (for profiling); `--kernels`
+//! times the scanner with each byte-classification kernel the CPU has instead.
 
 use std::sync::OnceLock;
 use std::time::Instant;
-use streamstats::extract::{Fields, JsonExtractor};
+use streamstats::extract::{Fields, JsonExtractor, Kernel};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let scanner_only = args.next_if(|a| a == "--scanner-only").is_some();
+    let kernels = args.next_if(|a| a == "--kernels").is_some();
     let path = args
         .next()
-        .expect("usage: extract_throughput FILE [FIELD ...]");
+        .expect("usage: extract_throughput [--scanner-only | --kernels] FILE [FIELD ...]");
     let mut fields: Vec<String> = args.collect();
     if fields.is_empty() {
         fields = vec!["ts".into(), "uid".into()];
@@ -24,13 +28,25 @@ fn main() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
+    if kernels {
+        for kernel in Kernel::available() {
+            let extractor = JsonExtractor::with_kernel(fields.clone(), kernel);
+            let name = format!("kernel {kernel:?}");
+            report(&name, &lines, data.len(), |line, out| {
+                extractor.extract(line, out)
+            });
+        }
+        return;
+    }
     let extractor = JsonExtractor::new(fields);
     report("scanner", &lines, data.len(), |line, out| {
         extractor.extract(line, out)
     });
-    report("serde_json", &lines, data.len(), |line, out| {
-        extractor.extract_with_serde_json(line, out)
-    });
+    if !scanner_only {
+        report("serde_json", &lines, data.len(), |line, out| {
+            extractor.extract_with_serde_json(line, out)
+        });
+    }
 }
 
 fn report<'a>(

@@ -6,17 +6,20 @@
 //! Anything that is not a JSON object is an `Err` with a short reason for the dead-letter record.
 //! Values borrow from the input line when they contain no escapes.
 //!
-//! `JsonExtractor::extract` runs the root-level scanner in `scan`; `extract_with_serde_json` is
-//! the serde_json reference it is fuzz-tested against (and benchmarked against by
-//! `examples/extract_throughput.rs`).
+//! `JsonExtractor::extract` runs the root-level scanner in `scan`, which finds strings and
+//! brackets with the 64-byte block masks of `blocks` (SIMD where the CPU has it: `Kernel`);
+//! `extract_with_serde_json` is the serde_json reference it is fuzz-tested against (and
+//! benchmarked against by `examples/extract_throughput.rs`).
 //!
 //! `Extractor` picks the record format a dataflow declares (`[input] format`): JSON objects
 //! (above) or CSV lines (`csv_line`); `derive` computes declared derived fields afterwards.
 
+mod blocks;
 pub mod csv_line;
 pub mod derive;
 mod scan;
 
+pub use blocks::Kernel;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -172,18 +175,38 @@ impl Extractor {
 /// Extracts root-level fields from a JSON object line.
 pub struct JsonExtractor {
     fields: Vec<String>,
+    keys: scan::Keys,
+    kernel: Kernel,
 }
 
 impl JsonExtractor {
     pub fn new(fields: Vec<String>) -> Self {
-        JsonExtractor { fields }
+        Self::with_kernel(fields, Kernel::detect())
+    }
+
+    /// An extractor classifying bytes with `kernel`, which must be one of `Kernel::available()`
+    /// (tests and benchmarks compare them).
+    pub fn with_kernel(fields: Vec<String>, kernel: Kernel) -> Self {
+        assert!(
+            Kernel::available().contains(&kernel),
+            "{kernel:?}: not on this CPU"
+        );
+        JsonExtractor {
+            keys: scan::Keys::new(&fields),
+            fields,
+            kernel,
+        }
     }
 
     /// Fills `out` (resized to the field count) from `line`; see the module contract.
     pub fn extract<'a>(&self, line: &'a [u8], out: &mut Fields<'a>) -> Result<(), String> {
-        out.clear();
-        out.resize(self.fields.len(), None);
-        scan::extract(&self.fields, line, out)
+        if out.len() == self.fields.len() {
+            out.fill(None);
+        } else {
+            out.clear();
+            out.resize(self.fields.len(), None);
+        }
+        scan::extract(&self.keys, self.kernel, line, out)
     }
 }
 
@@ -374,21 +397,36 @@ mod tests {
     /// Both extractors on one line. Whatever serde_json accepts the scanner accepts with the same
     /// values; the scanner may accept more only when `nested_leniency` (the line's defect lies
     /// between tokens inside a nested value). Returns whether the scanner accepted.
+    /// Every byte-classification kernel the CPU has must give the same answer.
     fn assert_agree_or_lenient(line: &[u8], fields: &[&str], nested_leniency: bool) -> bool {
-        let extractor = JsonExtractor::new(fields.iter().map(|s| s.to_string()).collect());
-        let (mut a, mut b) = (Fields::new(), Fields::new());
-        let (ra, rb) = (
-            extractor.extract(line, &mut a),
-            extractor.extract_with_serde_json(line, &mut b),
-        );
+        let fields: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+        let reference = JsonExtractor::new(fields.clone());
+        let mut b = Fields::new();
+        let rb = reference.extract_with_serde_json(line, &mut b);
         let shown = String::from_utf8_lossy(line);
-        if rb.is_ok() || !nested_leniency {
-            assert_eq!(ra.is_ok(), rb.is_ok(), "{ra:?} vs {rb:?} on {shown}");
+        let mut first: Option<(bool, Fields)> = None;
+        for kernel in Kernel::available() {
+            let extractor = JsonExtractor::with_kernel(fields.clone(), kernel);
+            // Reused, as the pipeline does: earlier values must not linger.
+            let mut a = Fields::new();
+            let _ = extractor.extract(br#"{"ts":"old","uid":"old"}"#, &mut a);
+            let ra = extractor.extract(line, &mut a);
+            if rb.is_ok() || !nested_leniency {
+                assert_eq!(
+                    ra.is_ok(),
+                    rb.is_ok(),
+                    "{kernel:?}: {ra:?} vs {rb:?} on {shown}"
+                );
+            }
+            if ra.is_ok() && rb.is_ok() {
+                assert_eq!(a, b, "{kernel:?} on {shown}");
+            }
+            match &first {
+                None => first = Some((ra.is_ok(), a)),
+                Some(seen) => assert_eq!(seen, &(ra.is_ok(), a), "{kernel:?} on {shown}"),
+            }
         }
-        if ra.is_ok() && rb.is_ok() {
-            assert_eq!(a, b, "on {shown}");
-        }
-        ra.is_ok()
+        first.expect("at least the portable kernel").0
     }
 
     fn assert_agree(line: &[u8], fields: &[&str]) {
@@ -405,6 +443,15 @@ mod tests {
             r#"{"ts":12345678901234567890,"uid":true}"#,
             r#"{"ts":-9223372036854775808,"uid":false}"#,
             r#"{"ts":1.5e3,"uid":[1,{"uid":2}]}"#,
+            r#"{"ts":0,"uid":-1}"#,
+            r#"{"ts":123456789012345678,"uid":-123456789012345678}"#,
+            r#"{"ts":1234567890123456789,"uid":-1234567890123456789}"#,
+            r#"{"ts":-00}"#,
+            r#"{"ts":0.5,"uid":-0.0}"#,
+            r#"{"ts":1e5,"uid":-2E-3}"#,
+            r#"{"ts":12x}"#,
+            r#"{"ts":-,"uid":1}"#,
+            r#"{"ts":1 }"#,
             r#"{"ts":1E+2,"uid":{"a":[]}}"#,
             r#"{"ts":01}"#,
             r#"{"ts":1.}"#,
@@ -456,7 +503,7 @@ mod tests {
         assert_agree(b"{\"uid\":\"\xff\"}", &["uid"]);
         assert_agree(b"{\"skip\":\"\xff\",\"uid\":\"ok\"}", &["uid"]);
         assert_agree(b"{\"\xff\":1}", &["uid"]);
-        for depth in [1, 127, 128, 129, 100_000] {
+        for depth in [1, 63, 64, 65, 127, 128, 129, 100_000] {
             let line = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
             assert_agree(line.as_bytes(), &["a"]);
             let line = format!(
@@ -494,6 +541,110 @@ mod tests {
                 }
             }
             assert_agree_or_lenient(&line, &["ts", "uid", "lorem"], true);
+        }
+    }
+
+    /// `text` placed at every offset around the first two block boundaries (64 and 128), by
+    /// padding the root object with a skipped string before it.
+    fn at_block_boundaries(text: &str) -> impl Iterator<Item = String> + '_ {
+        (40..140).map(move |pad| format!(r#"{{"pad":"{}",{text}}}"#, "p".repeat(pad)))
+    }
+
+    #[test]
+    fn escapes_and_backslash_runs_straddle_blocks() {
+        let members = [
+            r#""uid":"a\\\"b\\\\\\\\\"c\"""#,
+            r#""uid":"\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\""#,
+            r#""uid":"\u00e9\u0442\"\\\/\b\f\n\r\t","ts":1"#,
+            r#""x":["\\\\\\\"]", "\\", "\"\\\\"],"uid":"ok\\""#,
+            r#""x":{"k\"}":"\\\\\\\\}\\\\\\\\\"{"},"uid":"v""#,
+            r#""uid":"bad \q escape""#,
+            r#""uid":"bad \u12G4 escape""#,
+            r#""uid":"cut \u12"#,
+            r#""uid":"raw	tab""#,
+            r#""x":"\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\","uid":1"#,
+        ];
+        for member in members {
+            for line in at_block_boundaries(member) {
+                assert_agree(line.as_bytes(), &["ts", "uid"]);
+                for cut in line.len().saturating_sub(70)..line.len() {
+                    assert_agree(&line.as_bytes()[..cut], &["ts", "uid"]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_with_brackets_and_deep_nesting_straddle_blocks() {
+        let members = [
+            r#""uid":"[{]}","ts":"}""#,
+            r#""x":["]","[","}","{",{"a":"]]]}}}"}],"uid":"{[""#,
+            r#""x":[{"a":[{"b":[{"c":"\"]}"}]}]}],"uid":"y""#,
+            r#""x":[{"a":[{"b":[{"c":"\"]}"}]}]]],"uid":"y""#,
+            r#""x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"uid":"y""#,
+            r#""x":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{}}}}}}}},"uid":"y""#,
+            r#""x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+            r#""x":"][","uid":"]""#,
+        ];
+        for member in members {
+            for line in at_block_boundaries(member) {
+                assert_agree(line.as_bytes(), &["ts", "uid", "x"]);
+                for cut in line.len().saturating_sub(70)..line.len() {
+                    assert_agree(&line.as_bytes()[..cut], &["ts", "uid"]);
+                }
+            }
+        }
+        // Mismatched brackets past the register stack's 64 levels.
+        for depth in [62, 63, 64, 65, 66, 200] {
+            for (open, close) in [("[", "}"), ("{\"k\":", "]")] {
+                let line = format!(
+                    "{{\"a\":{}{}1{}}}",
+                    "[".repeat(depth),
+                    open,
+                    close.to_string() + &"]".repeat(depth)
+                );
+                assert_agree(line.as_bytes(), &["a"]);
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_straddles_blocks() {
+        let members = [
+            r#""uid":"Мороз и солнце; день чудесный! Ещё ты дремлешь""#,
+            r#""Мороз":"и","uid":"€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞""#,
+            r#""€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞€𝄞":1,"uid":"x""#,
+        ];
+        for member in members {
+            for line in at_block_boundaries(member) {
+                assert_agree(line.as_bytes(), &["ts", "uid"]);
+                // Cut inside a multi-byte character, then broken UTF-8 in keys and values.
+                for cut in line.len().saturating_sub(70)..line.len() {
+                    assert_agree(&line.as_bytes()[..cut], &["ts", "uid"]);
+                }
+                let bytes = line.as_bytes();
+                for at in (8..bytes.len()).filter(|&i| bytes[i] >= 0xc0).step_by(7) {
+                    let mut broken = bytes.to_vec();
+                    broken[at] = 0xff;
+                    assert_agree(&broken, &["ts", "uid"]);
+                    let mut broken = bytes.to_vec();
+                    broken[at + 1] = b'a';
+                    assert_agree(&broken, &["ts", "uid"]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_agree() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        const ALPHABET: &[u8] = b"{}[]\"\"\"\\\\\\:,,  0123-.eEtrufalsn\x01\x7f\xd0\xbe\xffuidts";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..200);
+            let mut line = b"{\"ts\":".to_vec();
+            line.extend((0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+            assert_agree_or_lenient(&line, &["ts", "uid"], true);
         }
     }
 

@@ -7,48 +7,135 @@
 //! - The root level is checked fully: one object, then only whitespace; keys, colons, commas;
 //!   root scalars (number grammar, literals, escapes, no raw control characters in strings); the
 //!   UTF-8 of root keys and wanted values. So non-objects and truncated lines are always rejected.
-//! - Nested objects and arrays are skipped bracket to bracket and string to string, with a stack
-//!   of open brackets: brackets must match and strings must end, but the tokens between
-//!   (commas, colons, numbers, literals) and the escapes and control characters inside nested
+//! - Nested objects and arrays are skipped bracket to bracket, brackets inside strings not
+//!   counted: brackets must match and strings must end, but the tokens between (commas, colons,
+//!   numbers, literals, stray backslashes) and the escapes and control characters inside nested
 //!   strings are not checked, so a frame whose nested filler is corrupt in those places only is
-//!   accepted where serde_json would reject it. Skipping has
-//!   no recursion, so any depth is safe; like `IgnoredAny`, skipped strings are not UTF-8 checked.
+//!   accepted where serde_json would reject it. Skipping has no recursion, so any depth is safe;
+//!   like `IgnoredAny`, skipped strings are not UTF-8 checked.
 //! - Wanted values that need number or escape decoding are handed to serde_json, so they are
 //!   bit-identical to the reference.
 //!
-//! Root strings and nested brackets are found eight bytes at a time (SWAR), the ends of nested
-//! strings with `memchr` (escapes are dense in such filler: stopping at each one costs more).
+//! Strings and brackets come from the 64-byte block masks of `blocks` (each block classified
+//! once per line); root scalars, whitespace and punctuation are read byte by byte.
 
+use super::blocks::{Blocks, Kernel};
 use super::{Scalar, ScalarValue};
 use std::borrow::Cow;
 
-type Scan<T> = Result<T, String>;
+/// An error's reason; `Scanner::pos` says where.
+type Scan<T> = Result<T, &'static str>;
 
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
-    /// Closing brackets of the containers `skip_value` is inside, innermost last.
-    closers: Vec<u8>,
+    blocks: Blocks<'a>,
+    /// The whole line as text, once checked (see `Scanner::text`).
+    line_text: Option<Option<&'a str>>,
 }
 
-/// Fills `out[i]` with the value of root key `fields[i]`; see the module contract.
+/// The wanted root keys, laid out for matching: length and first eight bytes first.
+pub struct Keys {
+    names: Vec<String>,
+    /// Per name: its length and its first (up to) eight bytes, little-endian, zero-padded.
+    heads: Vec<(usize, u64)>,
+}
+
+impl Keys {
+    pub fn new(names: &[String]) -> Keys {
+        let heads = names
+            .iter()
+            .map(|n| (n.len(), head(n.as_bytes(), 0, n.len())))
+            .collect();
+        Keys {
+            names: names.to_vec(),
+            heads,
+        }
+    }
+
+    /// The index of the first name equal to `key`, whose head (see `head`) is `key_head`.
+    /// Every name is compared, without early exit: most keys are unwanted, and which of a few
+    /// names a key is near is unpredictable.
+    #[inline]
+    fn find(&self, key: &[u8], key_head: u64) -> Option<usize> {
+        let mut found = usize::MAX;
+        for (i, &(len, head)) in self.heads.iter().enumerate().rev() {
+            if len == key.len() && head == key_head {
+                found = i;
+            }
+        }
+        if found == usize::MAX {
+            None
+        } else if key.len() <= 8 {
+            Some(found)
+        } else {
+            // Long keys sharing a head: compare them whole.
+            self.names.iter().position(|n| n.as_bytes() == key)
+        }
+    }
+
+    fn find_decoded(&self, key: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == key)
+    }
+}
+
+/// The first `min(len, 8)` bytes of `bytes[at..]` as a little-endian u64, zero-padded.
+#[inline]
+fn head(bytes: &[u8], at: usize, len: usize) -> u64 {
+    let n = len.min(8);
+    match bytes.get(at..at + 8) {
+        // A whole word when the line has one there (the common case), masked to the key.
+        Some(word) => {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if n == 8 {
+                word
+            } else {
+                word & ((1u64 << (8 * n)) - 1)
+            }
+        }
+        None => {
+            let mut word = [0u8; 8];
+            word[..n].copy_from_slice(&bytes[at..at + n]);
+            u64::from_le_bytes(word)
+        }
+    }
+}
+
+/// Fills `out[i]` with the value of root key `keys.names[i]`; see the module contract.
 pub fn extract<'a>(
-    fields: &[String],
+    keys: &Keys,
+    kernel: Kernel,
     line: &'a [u8],
     out: &mut [Option<Scalar<'a>>],
 ) -> Result<(), String> {
     let mut scanner = Scanner {
         bytes: line,
         pos: 0,
-        closers: Vec::new(),
+        blocks: Blocks::new(line, kernel),
+        line_text: None,
     };
     scanner
-        .root(fields, out)
-        .map_err(|reason| format!("invalid JSON object: {reason} at byte {}", scanner.pos))
+        .root(keys, out)
+        .map_err(|reason| describe(reason, scanner.pos, line.len()))
+}
+
+#[cold]
+fn describe(reason: &str, pos: usize, len: usize) -> String {
+    if pos >= len {
+        format!("invalid JSON object: {reason} at the end of the line")
+    } else {
+        format!("invalid JSON object: {reason} at byte {pos}")
+    }
+}
+
+/// What a string holds besides plain ASCII.
+struct Contents {
+    escapes: bool,
+    non_ascii: bool,
 }
 
 impl<'a> Scanner<'a> {
-    fn root(&mut self, fields: &[String], out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
+    fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
         self.skip_whitespace();
         self.expect(b'{', "expected an object")?;
         self.skip_whitespace();
@@ -57,23 +144,28 @@ impl<'a> Scanner<'a> {
         } else {
             loop {
                 self.skip_whitespace();
-                let wanted = self.root_key(fields)?;
+                let wanted = self.root_key(keys)?;
                 self.skip_whitespace();
                 self.expect(b':', "expected `:`")?;
                 self.skip_whitespace();
                 match wanted {
-                    Some(i) => out[i] = Some(self.wanted_value()?),
+                    Some(i) => out[i] = Some(self.wanted_value(keys.names.len())?),
                     None => self.skip_value()?,
                 }
                 self.skip_whitespace();
-                if self.after_member(b'}')? {
-                    break;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err("expected `,` or `}`"),
                 }
             }
         }
         self.skip_whitespace();
         if self.pos != self.bytes.len() {
-            return Err("trailing characters".into());
+            return Err("trailing characters");
         }
         Ok(())
     }
@@ -90,91 +182,118 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn expect(&mut self, byte: u8, reason: &str) -> Scan<()> {
+    #[inline]
+    fn expect(&mut self, byte: u8, reason: &'static str) -> Scan<()> {
         if self.peek() != Some(byte) {
-            return Err(self.unexpected(reason));
+            return Err(reason);
         }
         self.pos += 1;
         Ok(())
     }
 
-    fn unexpected(&self, reason: &str) -> String {
-        match self.peek() {
-            None => format!("{reason}, found the end of the line"),
-            Some(_) => reason.to_string(),
-        }
-    }
-
-    /// After a member or element: true at `close`, false after a comma.
-    #[inline]
-    fn after_member(&mut self, close: u8) -> Scan<bool> {
-        match self.peek() {
-            Some(b',') => {
-                self.pos += 1;
-                Ok(false)
-            }
-            Some(b) if b == close => {
-                self.pos += 1;
-                Ok(true)
-            }
-            _ => Err(self.unexpected(if close == b'}' {
-                "expected `,` or `}`"
-            } else {
-                "expected `,` or `]`"
-            })),
-        }
-    }
-
     /// Reads a root key and returns the index of the field it names, if any.
-    fn root_key(&mut self, fields: &[String]) -> Scan<Option<usize>> {
+    #[inline]
+    fn root_key(&mut self, keys: &Keys) -> Scan<Option<usize>> {
         let start = self.pos;
-        self.expect(b'"', "expected a key")?;
-        let escaped = self.skip_string_body()?;
-        let raw = &self.bytes[start + 1..self.pos - 1];
-        if escaped {
+        if self.peek() != Some(b'"') {
+            return Err("expected a key");
+        }
+        let (raw, contents) = self.string()?;
+        if contents.escapes {
             let key = serde_json::from_slice::<String>(&self.bytes[start..self.pos])
-                .map_err(|e| format!("bad key: {e}"))?;
-            return Ok(fields.iter().position(|f| *f == key));
+                .map_err(|_| "bad key")?;
+            return Ok(keys.find_decoded(&key));
         }
-        // Root keys must be UTF-8 (serde_json checks them); ASCII is checked a word at a time.
-        if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
-            return Err("key is not UTF-8".into());
+        let found = keys.find(raw, head(self.bytes, start + 1, raw.len()));
+        // Root keys must be UTF-8 (serde_json checks them); one equal to a field is.
+        if found.is_none() && contents.non_ascii && std::str::from_utf8(raw).is_err() {
+            self.pos = start;
+            return Err("key is not UTF-8");
         }
-        Ok(fields.iter().position(|f| short_eq(f.as_bytes(), raw)))
+        Ok(found)
     }
 
-    /// Skips the rest of a string after its opening quote; says whether it had escapes.
+    /// `bytes[start..end]` (a string body without escapes) as text. A line not much longer
+    /// than its wanted fields is checked as UTF-8 once, for all its strings (one call instead
+    /// of one per value); a longer one, string by string.
     #[inline]
-    fn skip_string_body(&mut self) -> Scan<bool> {
-        let mut escaped = false;
-        loop {
-            let rest = &self.bytes[self.pos..];
-            let Some(found) = find_string_special(rest) else {
-                self.pos = self.bytes.len();
-                return Err("unterminated string".into());
-            };
-            self.pos += found;
-            match rest[found] {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(escaped);
-                }
-                b'\\' => self.pos += 1,
-                _ => return Err("control character in a string".into()),
-            }
-            escaped = true;
-            match self.peek() {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
-                Some(b'u') => {
-                    let hex = self.bytes.get(self.pos + 1..self.pos + 5);
-                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                        return Err("invalid \\u escape".into());
-                    }
-                    self.pos += 5;
-                }
-                _ => return Err(self.unexpected("invalid escape")),
+    fn text(&mut self, start: usize, end: usize, fields: usize) -> Scan<&'a str> {
+        if self.bytes.len() <= 32 * fields {
+            let line = *self
+                .line_text
+                .get_or_insert_with(|| std::str::from_utf8(self.bytes).ok());
+            // Next to quotes, `start` and `end` are character boundaries.
+            if let Some(text) = line.and_then(|l| l.get(start..end)) {
+                return Ok(text);
             }
         }
+        std::str::from_utf8(&self.bytes[start..end]).map_err(|_| "string is not UTF-8")
+    }
+
+    /// Moves past the string whose opening quote is at `pos`, checking it as the root level
+    /// needs (valid escapes, no control characters); returns its body (escapes undecoded).
+    #[inline(always)]
+    fn string(&mut self) -> Scan<(&'a [u8], Contents)> {
+        let open = self.pos;
+        let mut from = open + 1;
+        let mut contents = Contents {
+            escapes: false,
+            non_ascii: false,
+        };
+        loop {
+            if !self.blocks.seek(from) {
+                self.pos = self.bytes.len();
+                return Err("unterminated string");
+            }
+            let base = self.blocks.base;
+            let block = self.blocks.block;
+            let live = !0u64 << (from - base);
+            let quotes = block.quotes & live;
+            // Up to and including the closing quote, when it is in this block.
+            let span = if quotes == 0 {
+                live
+            } else {
+                live & (quotes ^ (quotes - 1))
+            };
+            let controls = block.controls & span;
+            if controls != 0 {
+                self.pos = base + controls.trailing_zeros() as usize;
+                return Err("control character in a string");
+            }
+            contents.non_ascii |= block.non_ascii & span != 0;
+            if block.backslashes & span != 0 {
+                contents.escapes = true;
+                self.check_escapes(block.escaped & span, base)?;
+            }
+            if quotes != 0 {
+                let close = base + quotes.trailing_zeros() as usize;
+                self.pos = close + 1;
+                return Ok((&self.bytes[open + 1..close], contents));
+            }
+            from = base + 64;
+        }
+    }
+
+    /// Checks the escaped characters `escaped` (a block mask at `base`): one of `"\/bfnrt`, or
+    /// `u` and four hex digits.
+    fn check_escapes(&mut self, mut escaped: u64, base: usize) -> Scan<()> {
+        while escaped != 0 {
+            let at = base + escaped.trailing_zeros() as usize;
+            escaped &= escaped - 1;
+            let valid = match self.bytes.get(at).map(|&b| ESCAPES[usize::from(b)]) {
+                Some(SIMPLE) => true,
+                Some(UNICODE) => self
+                    .bytes
+                    .get(at + 1..at + 5)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+                _ => false,
+            };
+            if !valid {
+                self.pos = at;
+                return Err("invalid escape");
+            }
+        }
+        Ok(())
     }
 
     /// Skips a number, checking the JSON grammar `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -185,7 +304,7 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.skip_digits(),
-            _ => return Err(self.unexpected("invalid number")),
+            _ => return Err("invalid number"),
         }
         if self.peek() == Some(b'.') {
             self.pos += 1;
@@ -201,15 +320,14 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    #[inline]
     fn skip_digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
+        self.pos += digit_run(self.bytes, self.pos);
     }
 
     fn require_digits(&mut self) -> Scan<()> {
         if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            return Err(self.unexpected("invalid number"));
+            return Err("invalid number");
         }
         self.skip_digits();
         Ok(())
@@ -222,182 +340,256 @@ impl<'a> Scanner<'a> {
             .get(self.pos..end)
             .is_some_and(|b| short_eq(b, text))
         {
-            self.pos += text.len();
+            self.pos = end;
             Ok(())
         } else {
-            Err("invalid literal".into())
+            Err("invalid literal")
         }
     }
 
     /// Skips one root value. Scalars are checked fully; an object or array is skipped by
     /// matching its brackets (see the module contract).
+    #[inline]
     fn skip_value(&mut self) -> Scan<()> {
         match self.peek() {
-            Some(b'"') => {
-                self.pos += 1;
-                self.skip_string_body().map(|_| ())
-            }
+            Some(b'"') => self.string().map(|_| ()),
             Some(b'{' | b'[') => self.skip_container(),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.skip_number(),
-            _ => Err(self.unexpected("expected a value")),
+            _ => Err("expected a value"),
         }
     }
 
-    /// Skips an object or array of any depth: jumps from bracket to bracket and string to
-    /// string, checking that brackets match and strings are well formed; tokens between them
-    /// (numbers, literals, commas, colons) are not looked at.
+    /// Skips the object or array opening at `pos`, of any depth: walks the brackets outside
+    /// strings, checking that each closer matches its opener. The first 64 levels are a bit
+    /// stack in a register, pushed and popped without branches (brackets come in no
+    /// predictable order); deeper values go on in `skip_deep_container`.
     fn skip_container(&mut self) -> Scan<()> {
-        self.closers.clear();
+        // Bit i: whether the opener at depth i+1 is `{` (1 for `{`, bit 5 of the byte).
+        let mut stack = u64::from(self.bytes[self.pos] >> 5 & 1);
+        let mut depth = 1u32;
+        let mut mismatch = 0u64;
+        let mut from = self.pos + 1;
         loop {
-            let rest = &self.bytes[self.pos..];
-            let Some(found) = find_structural(rest) else {
+            if !self.blocks.seek(from) {
                 self.pos = self.bytes.len();
-                return Err("unterminated object or array".into());
-            };
-            self.pos += found + 1;
-            match rest[found] {
-                b'"' => self.skip_nested_string()?,
-                b'{' => self.closers.push(b'}'),
-                b'[' => self.closers.push(b']'),
-                close => {
-                    if self.closers.pop() != Some(close) {
-                        self.pos -= 1;
-                        return Err("mismatched bracket".into());
-                    }
-                    if self.closers.is_empty() {
-                        return Ok(());
-                    }
+                return Err("unterminated object or array");
+            }
+            let base = self.blocks.base;
+            let mut brackets = self.blocks.block.brackets & (!0u64 << (from - base));
+            while brackets != 0 {
+                let at = base + brackets.trailing_zeros() as usize;
+                brackets &= brackets - 1;
+                let bracket = self.bytes[at];
+                // `[` and `{` have bit 1 set, `]` and `}` do not; `{` and `}` have bit 5.
+                let curly = u64::from(bracket >> 5 & 1);
+                let opens = bracket >> 1 & 1 == 1;
+                mismatch |= u64::from(!opens) & (stack ^ curly);
+                stack = if opens {
+                    stack << 1 | curly
+                } else {
+                    stack >> 1
+                };
+                depth = if opens { depth + 1 } else { depth - 1 };
+                if mismatch & 1 != 0 {
+                    self.pos = at;
+                    return Err("mismatched bracket");
+                }
+                if depth == 0 {
+                    self.pos = at + 1;
+                    return Ok(());
+                }
+                if depth == 64 {
+                    self.pos = at + 1;
+                    return self.skip_deep_container(stack);
                 }
             }
+            from = base + 64;
         }
     }
 
-    /// Skips the rest of a string inside a nested value: finds its closing quote (a quote after
-    /// an even number of backslashes) with `memchr`, without stopping at every escape.
-    fn skip_nested_string(&mut self) -> Scan<()> {
-        let start = self.pos;
+    /// Goes on with `skip_container` past 64 open levels, `deep` being those levels' bit stack:
+    /// the same walk with the stack in memory.
+    #[cold]
+    fn skip_deep_container(&mut self, deep: u64) -> Scan<()> {
+        let mut open: Vec<bool> = (0..64).rev().map(|i| deep >> i & 1 == 1).collect();
+        let mut from = self.pos;
         loop {
-            let Some(found) = memchr::memchr(b'"', &self.bytes[self.pos..]) else {
+            if !self.blocks.seek(from) {
                 self.pos = self.bytes.len();
-                return Err("unterminated string".into());
-            };
-            let quote = self.pos + found;
-            self.pos = quote + 1;
-            let backslashes = self.bytes[start..quote]
-                .iter()
-                .rev()
-                .take_while(|&&b| b == b'\\')
-                .count();
-            if backslashes % 2 == 0 {
-                return Ok(());
+                return Err("unterminated object or array");
             }
+            let base = self.blocks.base;
+            let mut brackets = self.blocks.block.brackets & (!0u64 << (from - base));
+            while brackets != 0 {
+                let at = base + brackets.trailing_zeros() as usize;
+                brackets &= brackets - 1;
+                let bracket = self.bytes[at];
+                let curly = bracket >> 5 & 1 == 1;
+                if bracket & 2 != 0 {
+                    open.push(curly);
+                } else if open.pop() != Some(curly) {
+                    self.pos = at;
+                    return Err("mismatched bracket");
+                } else if open.is_empty() {
+                    self.pos = at + 1;
+                    return Ok(());
+                }
+            }
+            from = base + 64;
         }
     }
 
     /// Reads a wanted root value; plain strings and small integers are decoded here, anything
     /// needing escape or float decoding by serde_json.
-    fn wanted_value(&mut self) -> Scan<Scalar<'a>> {
+    fn wanted_value(&mut self, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
         let decode = |slice: &'a [u8]| {
             serde_json::from_slice::<ScalarValue<'a>>(slice)
                 .map(|v| v.0)
-                .map_err(|e| e.to_string())
+                .map_err(|_| "undecodable value")
         };
         match self.peek() {
             Some(b'"') => {
-                self.pos += 1;
-                let escaped = self.skip_string_body()?;
-                if escaped {
+                let (_, contents) = self.string()?;
+                if contents.escapes {
                     return decode(&bytes[start..self.pos]);
                 }
-                let text = std::str::from_utf8(&bytes[start + 1..self.pos - 1])
-                    .map_err(|_| "string is not UTF-8")?;
+                let text = self.text(start + 1, self.pos - 1, fields)?;
                 Ok(Scalar::Str(Cow::Borrowed(text)))
             }
             Some(b'-' | b'0'..=b'9') => {
-                self.skip_number()?;
-                let text = &bytes[start..self.pos];
-                let digits = text.strip_prefix(b"-").unwrap_or(text);
-                // serde_json reads `-0` as the float -0.0: leave it (and big or real numbers) to it.
-                if digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) && text != b"-0" {
-                    let magnitude = digits
-                        .iter()
-                        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-                    let value = if text[0] == b'-' {
-                        -magnitude
-                    } else {
-                        magnitude
-                    };
-                    return Ok(Scalar::Int(value));
+                // One pass for the common plain integer: up to 18 digits, no leading zero, no
+                // fraction or exponent, not `-0` (serde_json reads that as the float -0.0).
+                let negative = self.peek() == Some(b'-');
+                let digits = start + usize::from(negative);
+                let count = digit_run(bytes, digits);
+                let end = digits + count;
+                let magnitude = bytes[digits..end].iter().fold(0i64, |n, d| {
+                    n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'))
+                });
+                let plain = (1..=18).contains(&count)
+                    && (bytes[digits] != b'0' || (count == 1 && !negative))
+                    && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
+                if plain {
+                    self.pos = end;
+                    return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
                 }
-                decode(text)
+                // Anything else is checked here and decoded by serde_json.
+                self.skip_number()?;
+                decode(&bytes[start..self.pos])
             }
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Scalar::Null),
-            _ => self.skip_container().map(|()| Scalar::Nested),
+            Some(b'{' | b'[') => self.skip_container().map(|()| Scalar::Nested),
+            _ => Err("expected a value"),
         }
     }
 }
 
-/// Position of the first `"`, `\\` or control character (below 0x20) in `bytes`.
-///
-/// Eight bytes at a time (SWAR): for a word `x`, `(x - 0x01..01 * n) & !x & 0x80..80` flags the
-/// bytes below `n` (exact for the lowest flagged byte, which is all we read), and a byte equal to
-/// `c` is a zero byte of `x ^ (0x01..01 * c)`.
-#[inline]
-fn find_string_special(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
-    let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let hits = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
+const SIMPLE: u8 = 1;
+const UNICODE: u8 = 2;
+/// What may follow a backslash: `SIMPLE` for `"\/bfnrt`, `UNICODE` for `u`, else 0 (a table:
+/// the escape letters come in no predictable order).
+static ESCAPES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut i = 0;
+    while i < 8 {
+        table[b"\"\\/bfnrt"[i] as usize] = SIMPLE;
+        i += 1;
     }
-    bytes[at..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|i| at + i)
-}
+    table[b'u' as usize] = UNICODE;
+    table
+};
 
-/// Position of the first `"`, `{`, `}`, `[` or `]` in `bytes` (SWAR as in `find_string_special`;
-/// setting bit 5 maps `[` and `]` onto `{` and `}` and no other byte onto them).
+/// The number of ASCII digits at `bytes[at..]`, eight bytes at a time (SWAR: no branch per
+/// digit, whose count varies from number to number).
 #[inline]
-fn find_structural(bytes: &[u8]) -> Option<usize> {
+fn digit_run(bytes: &[u8], at: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let folded = word | (ONES * 0x20);
-        let hits = zero(word ^ (ONES * u64::from(b'"')))
-            | zero(folded ^ (ONES * u64::from(b'{')))
-            | zero(folded ^ (ONES * u64::from(b'}')));
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
+    let mut run = 0;
+    while let Some(word) = bytes.get(at + run..at + run + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        // Per byte, nonzero unless a digit: high nibble not 3, or low nibble 10 or more.
+        let other = ((x & (ONES * 0xf0)) ^ (ONES * 0x30))
+            | (((x & (ONES * 0x0f)) + ONES * 6) & (ONES * 0x10));
+        // 0x80 in the bytes that are nonzero (no carry between bytes: at most 0x7f + 0x7f).
+        let flags = (((other & (ONES * 0x7f)) + ONES * 0x7f) | other) & (ONES * 0x80);
+        if flags != 0 {
+            return run + (flags.trailing_zeros() / 8) as usize;
         }
-        at += 8;
+        run += 8;
     }
-    bytes[at..]
+    run + bytes[at + run..]
         .iter()
-        .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-        .map(|i| at + i)
+        .take_while(|b| b.is_ascii_digit())
+        .count()
 }
 
 /// Equality of short byte strings (keys, literals) without a call to `memcmp`.
 #[inline]
 fn short_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn digit_runs_agree_with_a_byte_loop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        // Digits and their neighbours in every nibble sense: `/`, `:`, 0xb0..0xb9, 0x3a..0x3f.
+        const BYTES: &[u8] = b"0123456789/:;?\xb0\xb5\xb9\x30\x39\x29 .eE-\xff\x00";
+        for _ in 0..50_000 {
+            let len = rng.gen_range(0..40);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.gen_bool(0.7) {
+                        rng.gen_range(b'0'..=b'9')
+                    } else {
+                        BYTES[rng.gen_range(0..BYTES.len())]
+                    }
+                })
+                .collect();
+            let at = rng.gen_range(0..=len);
+            let want = bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            assert_eq!(digit_run(&bytes, at), want, "{bytes:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn keys_match_whole_names_only() {
+        let names: Vec<String> = ["ts", "uid", "a_long_key_name", "a_long_key_other", "ts"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let keys = Keys::new(&names);
+        for (key, want) in [
+            ("ts", Some(0)),
+            ("uid", Some(1)),
+            ("tsx", None),
+            ("t", None),
+            ("a_long_key_name", Some(2)),
+            ("a_long_key_other", Some(3)),
+            ("a_long_key_nam", None),
+            ("a_long_key_namf", None),
+        ] {
+            let line = format!("\"{key}\"");
+            let bytes = line.as_bytes();
+            assert_eq!(
+                keys.find(key.as_bytes(), head(bytes, 1, key.len())),
+                want,
+                "{key}"
+            );
+        }
+    }
 }

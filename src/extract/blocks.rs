@@ -1,0 +1,427 @@
+//! Classification of a JSON line in 64-byte blocks, as in simdjson's "stage 1": per block, one
+//! bit per byte (bit `i` is byte `base + i`) for unescaped quotes, backslashes, escaped
+//! characters, control characters, non-ASCII bytes and brackets outside strings.
+//!
+//! Contract:
+//! - `Blocks` walks the line's blocks in order from its start, classifying each once; no mask
+//!   has a bit past the end of the line except `escaped` right after a trailing backslash.
+//! - A character is *escaped* when an odd run of backslashes precedes it (in `\\\"` the second
+//!   backslash and the quote are); runs straddling blocks are carried over. Backslashes escape
+//!   wherever they are, as in simdjson: only inside strings is that JSON.
+//! - *Inside a string* is the parity of unescaped quotes since the start of the line. That is
+//!   exact for a valid line, and for every prefix the root scanner (`scan`) has accepted: it
+//!   only moves over root strings (two unescaped quotes), root scalars (none) and nested values
+//!   that end outside a string, so the parity is even wherever it stands.
+//! - The byte classes have one implementation per instruction set (AVX2, SSE2, portable u64
+//!   SWAR), with identical results; `Kernel::detect` picks the best the CPU has, and the tests
+//!   run every kernel the machine has against a byte-by-byte reference.
+
+/// How the bytes of a block are classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// u64 SWAR: any target.
+    Portable,
+    /// 16 bytes at a time: baseline on x86_64.
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+    /// 32 bytes at a time, when the CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                return Kernel::Avx2;
+            }
+            Kernel::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Portable
+    }
+
+    /// Every kernel this CPU runs (for tests and benchmarks).
+    pub fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.push(Kernel::Sse2);
+            if is_x86_feature_detected!("avx2") {
+                all.push(Kernel::Avx2);
+            }
+        }
+        all
+    }
+
+    /// The byte classes of `chunk` (tests compare the kernels through this).
+    #[cfg(test)]
+    fn classify(self, chunk: &[u8; 64]) -> Classes {
+        match self {
+            Kernel::Portable => classify_portable(chunk),
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse2 => unsafe { classify_sse2(chunk) },
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { classify_avx2(chunk) },
+        }
+    }
+}
+
+/// The byte classes of one block, before escapes and strings are taken into account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Classes {
+    quote: u64,
+    backslash: u64,
+    /// Below 0x20.
+    control: u64,
+    /// 0x80 and above.
+    non_ascii: u64,
+    /// `{`, `}`, `[` or `]`.
+    bracket: u64,
+}
+
+/// The masks of one block.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Block {
+    /// Quotes not escaped: each opens or closes a string.
+    pub quotes: u64,
+    pub backslashes: u64,
+    /// Characters escaped by a backslash (see the module contract).
+    pub escaped: u64,
+    pub controls: u64,
+    pub non_ascii: u64,
+    /// Brackets outside strings.
+    pub brackets: u64,
+}
+
+/// A cursor over the blocks of one line; see the module contract.
+pub struct Blocks<'a> {
+    line: &'a [u8],
+    kernel: Kernel,
+    /// Offset of the current block in the line.
+    pub base: usize,
+    pub block: Block,
+    /// 1 when the next block's first byte is escaped.
+    escape_carry: u64,
+    /// All ones when the next block starts inside a string.
+    string_carry: u64,
+}
+
+impl<'a> Blocks<'a> {
+    /// The cursor on the line's first block.
+    pub fn new(line: &'a [u8], kernel: Kernel) -> Self {
+        let mut blocks = Blocks {
+            line,
+            kernel,
+            base: 0,
+            block: Block::default(),
+            escape_carry: 0,
+            string_carry: 0,
+        };
+        blocks.classify();
+        blocks
+    }
+
+    /// Moves forward to the block holding byte `pos` (at or after the current one); false when
+    /// `pos` is past the end of the line.
+    #[inline]
+    pub fn seek(&mut self, pos: usize) -> bool {
+        if pos >= self.line.len() {
+            return false;
+        }
+        while pos - self.base >= 64 {
+            self.base += 64;
+            self.classify();
+        }
+        true
+    }
+
+    /// Classifies the block at `base`, carrying escapes and strings over from the one before.
+    fn classify(&mut self) {
+        let len = self.line.len();
+        // A last partial block is read as the line's last 64 bytes, its masks then shifted
+        // down: no copy. Only a line shorter than a block is copied, padded with spaces.
+        let (chunk, shift) = match self.line.get(self.base..self.base + 64) {
+            Some(chunk) => (chunk, 0),
+            None if len >= 64 => (&self.line[len - 64..], (64 - (len - self.base)) as u32),
+            None => {
+                let mut padded = [b' '; 64];
+                padded[..len].copy_from_slice(self.line);
+                return self.classify_chunk(&padded, 0);
+            }
+        };
+        self.classify_chunk(chunk.try_into().expect("64 bytes"), shift);
+    }
+
+    #[inline]
+    fn classify_chunk(&mut self, chunk: &[u8; 64], shift: u32) {
+        match self.kernel {
+            Kernel::Portable => self.update(classify_portable(chunk), shift),
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse2 => unsafe { self.update_sse2(chunk, shift) },
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.update_avx2(chunk, shift) },
+        }
+    }
+
+    /// `update` with `classify_sse2`, compiled as one function.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse2")]
+    fn update_sse2(&mut self, chunk: &[u8; 64], shift: u32) {
+        self.update(classify_sse2(chunk), shift);
+    }
+
+    /// `update` with `classify_avx2`, compiled as one function (the mask arithmetic too).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn update_avx2(&mut self, chunk: &[u8; 64], shift: u32) {
+        self.update(classify_avx2(chunk), shift);
+    }
+
+    /// Derives the block's masks from its byte classes, those of its first byte at bit `shift`.
+    #[inline(always)]
+    fn update(&mut self, classes: Classes, shift: u32) {
+        let classes = Classes {
+            quote: classes.quote >> shift,
+            backslash: classes.backslash >> shift,
+            control: classes.control >> shift,
+            non_ascii: classes.non_ascii >> shift,
+            bracket: classes.bracket >> shift,
+        };
+        let escaped = escaped(classes.backslash, &mut self.escape_carry);
+        let quotes = classes.quote & !escaped;
+        let in_string = prefix_xor(quotes) ^ self.string_carry;
+        self.string_carry = ((in_string as i64) >> 63) as u64;
+        self.block = Block {
+            quotes,
+            backslashes: classes.backslash,
+            escaped,
+            controls: classes.control,
+            non_ascii: classes.non_ascii,
+            brackets: classes.bracket & !in_string,
+        };
+    }
+}
+
+/// The characters escaped by `backslash` runs (simdjson's branchless scanner): subtracting the
+/// run starts from the odd bits tells odd runs from even ones. `carry` is 1 when this block's
+/// first byte is escaped, and is set for the next block.
+#[inline]
+fn escaped(backslash: u64, carry: &mut u64) -> u64 {
+    const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    // A backslash escaped from the block before starts no escape itself.
+    let potential = backslash & !*carry;
+    // Odd-length runs end with their escape code set, even ones without; within runs the
+    // escaping backslashes alternate.
+    let codes = ((potential << 1) | ODD).wrapping_sub(potential) ^ ODD;
+    let escaped = codes ^ (backslash | *carry);
+    *carry = (codes & backslash) >> 63;
+    escaped
+}
+
+/// Bit `i` of the result is the XOR of bits `0..=i` of `x`: the in-string mask from the quotes.
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The byte classes eight bytes at a time, in plain u64 arithmetic (any target).
+#[inline]
+fn classify_portable(chunk: &[u8; 64]) -> Classes {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let splat = |b: u8| u64::from_ne_bytes([b; 8]);
+    // 0x80 in exactly the zero bytes of `x` (no borrow between bytes, unlike `x - 0x01..01`).
+    let zero = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
+    // The high bits of the eight bytes, gathered into the low eight bits in byte order.
+    let gather = |h: u64| (h >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+    let mut classes = Classes::default();
+    for (k, word) in chunk.chunks_exact(8).enumerate() {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        // Setting bit 5 maps `[` and `]` onto `{` and `}`, and no other byte onto them.
+        let folded = x | splat(0x20);
+        let shift = 8 * k;
+        classes.quote |= gather(zero(x ^ splat(b'"'))) << shift;
+        classes.backslash |= gather(zero(x ^ splat(b'\\'))) << shift;
+        classes.control |= gather(zero(x & splat(0xe0))) << shift;
+        classes.non_ascii |= gather(x & HIGHS) << shift;
+        classes.bracket |= gather(zero(folded ^ splat(b'{')) | zero(folded ^ splat(b'}'))) << shift;
+    }
+    classes
+}
+
+/// The byte classes sixteen bytes at a time with SSE2 (baseline on x86_64).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn classify_sse2(chunk: &[u8; 64]) -> Classes {
+    use std::arch::x86_64::*;
+    let mut classes = Classes::default();
+    for k in 0..4 {
+        // SAFETY: the 16 bytes read lie inside `chunk`.
+        let v = unsafe { _mm_loadu_si128(chunk.as_ptr().add(16 * k).cast()) };
+        let splat = |b: u8| _mm_set1_epi8(b as i8);
+        let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * k);
+        let folded = _mm_or_si128(v, splat(0x20));
+        let non_ascii = mask(v);
+        classes.quote |= mask(_mm_cmpeq_epi8(v, splat(b'"')));
+        classes.backslash |= mask(_mm_cmpeq_epi8(v, splat(b'\\')));
+        // A signed compare: below 0x20, or 0x80 and above.
+        classes.control |= mask(_mm_cmplt_epi8(v, splat(0x20))) & !non_ascii;
+        classes.non_ascii |= non_ascii;
+        classes.bracket |= mask(_mm_or_si128(
+            _mm_cmpeq_epi8(folded, splat(b'{')),
+            _mm_cmpeq_epi8(folded, splat(b'}')),
+        ));
+    }
+    classes
+}
+
+/// The byte classes thirty-two bytes at a time with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn classify_avx2(chunk: &[u8; 64]) -> Classes {
+    use std::arch::x86_64::*;
+    let mut classes = Classes::default();
+    for k in 0..2 {
+        // SAFETY: the 32 bytes read lie inside `chunk`.
+        let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().add(32 * k).cast()) };
+        let splat = |b: u8| _mm256_set1_epi8(b as i8);
+        let mask = |m: __m256i| u64::from(_mm256_movemask_epi8(m) as u32) << (32 * k);
+        let folded = _mm256_or_si256(v, splat(0x20));
+        let non_ascii = mask(v);
+        classes.quote |= mask(_mm256_cmpeq_epi8(v, splat(b'"')));
+        classes.backslash |= mask(_mm256_cmpeq_epi8(v, splat(b'\\')));
+        // A signed compare: below 0x20, or 0x80 and above.
+        classes.control |= mask(_mm256_cmpgt_epi8(splat(0x20), v)) & !non_ascii;
+        classes.non_ascii |= non_ascii;
+        classes.bracket |= mask(_mm256_or_si256(
+            _mm256_cmpeq_epi8(folded, splat(b'{')),
+            _mm256_cmpeq_epi8(folded, splat(b'}')),
+        ));
+    }
+    classes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The classes byte by byte.
+    fn classify_reference(chunk: &[u8; 64]) -> Classes {
+        let mut c = Classes::default();
+        for (i, &b) in chunk.iter().enumerate() {
+            let bit = 1u64 << i;
+            c.quote |= if b == b'"' { bit } else { 0 };
+            c.backslash |= if b == b'\\' { bit } else { 0 };
+            c.control |= if b < 0x20 { bit } else { 0 };
+            c.non_ascii |= if b >= 0x80 { bit } else { 0 };
+            c.bracket |= if b"{}[]".contains(&b) { bit } else { 0 };
+        }
+        c
+    }
+
+    /// Masks of a whole line, byte by byte: (escaped, unescaped quotes, brackets outside strings).
+    fn line_reference(line: &[u8]) -> Vec<(bool, bool, bool)> {
+        let (mut run, mut in_string) = (0usize, false);
+        line.iter()
+            .map(|&b| {
+                let escaped = run % 2 == 1;
+                run = if b == b'\\' { run + 1 } else { 0 };
+                let quote = b == b'"' && !escaped;
+                in_string ^= quote;
+                let bracket = b"{}[]".contains(&b) && !in_string;
+                (escaped, quote, bracket)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernels_agree_with_the_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        const BYTES: &[u8] = b"\"\\{}[]azAZ \x00\x1f\x20\x7f\x80\xff\xd0{|}~[\\]^";
+        for _ in 0..20_000 {
+            let mut chunk = [0u8; 64];
+            for b in &mut chunk {
+                *b = if rng.gen_bool(0.5) {
+                    BYTES[rng.gen_range(0..BYTES.len())]
+                } else {
+                    rng.gen()
+                };
+            }
+            let want = classify_reference(&chunk);
+            for kernel in Kernel::available() {
+                assert_eq!(kernel.classify(&chunk), want, "{kernel:?} on {chunk:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_and_strings_carry_across_blocks() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for round in 0..3_000 {
+            // Dense backslash runs and quotes, so that runs and strings straddle block bounds.
+            let len = rng.gen_range(0..300);
+            let line: Vec<u8> = (0..len)
+                .map(|_| match rng.gen_range(0..10) {
+                    0..=3 => b'\\',
+                    4..=5 => b'"',
+                    6 => b'{',
+                    7 => b']',
+                    _ => b'a',
+                })
+                .collect();
+            let want = line_reference(&line);
+            for kernel in Kernel::available() {
+                let mut blocks = Blocks::new(&line, kernel);
+                for (i, &(escaped, quote, bracket)) in want.iter().enumerate() {
+                    assert!(blocks.seek(i));
+                    let bit = 1u64 << (i - blocks.base);
+                    let b = &blocks.block;
+                    let got = (
+                        b.escaped & bit != 0,
+                        b.quotes & bit != 0,
+                        b.brackets & bit != 0,
+                    );
+                    assert_eq!(got, (escaped, quote, bracket), "round {round} byte {i}");
+                }
+                assert!(!blocks.seek(line.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_trailing_backslash_escapes_past_the_end_only() {
+        for kernel in Kernel::available() {
+            // A whole block: the escaped byte would be the next block's first.
+            let line = [b'a'; 63].iter().chain(b"\\").copied().collect::<Vec<_>>();
+            assert_eq!(Blocks::new(&line, kernel).block.escaped, 0);
+            // A short line (padded) and a last partial block (read in place, shifted).
+            for len in [4, 100] {
+                let mut line = vec![b'a'; len];
+                line[len - 1] = b'\\';
+                line[len - 4] = b'"';
+                let mut blocks = Blocks::new(&line, kernel);
+                assert!(blocks.seek(len - 1));
+                let at = len - 1 - blocks.base;
+                assert_eq!(blocks.block.escaped, 1 << (at + 1), "{kernel:?} {len}");
+                assert_eq!(blocks.block.quotes, 1 << (at - 3), "{kernel:?} {len}");
+                assert_eq!(blocks.block.backslashes, 1 << at, "{kernel:?} {len}");
+            }
+        }
+    }
+}
