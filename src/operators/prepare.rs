@@ -34,6 +34,22 @@ pub fn group_member_prefixes(spec: &Spec) -> Vec<String> {
         .collect()
 }
 
+/// Appends a group-by value to a key as JSON text.
+#[inline]
+fn write_key_value(key: &mut String, value: &Scalar<'_>, json_input: bool) {
+    match value {
+        // The JSON scanner borrows a string only when it had no escapes, and it rejects raw
+        // control characters: the text between the quotes is already valid JSON as it is.
+        Scalar::Str(std::borrow::Cow::Borrowed(text)) if json_input => {
+            key.reserve(text.len() + 2);
+            key.push('"');
+            key.push_str(text);
+            key.push('"');
+        }
+        other => other.write_json(key),
+    }
+}
+
 /// A record that passed every check, as a combiner sees it.
 pub struct Accepted<'r, 'a> {
     pub spec: &'r Spec,
@@ -108,6 +124,8 @@ pub struct Preparer<C> {
     values: Vec<Input>,
     /// `,"<field>":` per group-by field.
     member_prefixes: Vec<String>,
+    /// The input is JSON: its borrowed strings need no escaping (see `write_key_value`).
+    json_input: bool,
     key: String,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -122,6 +140,7 @@ impl<C: Combiner> Preparer<C> {
             Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
         Preparer {
             member_prefixes: group_member_prefixes(&spec),
+            json_input: matches!(spec.input, crate::spec::InputFormat::Jsonl),
             spec,
             extractor,
             combiner,
@@ -297,7 +316,7 @@ impl<C: Combiner> Preparer<C> {
                 return;
             };
             self.key.push_str(prefix);
-            value.write_json(&mut self.key);
+            write_key_value(&mut self.key, value, self.json_input);
         }
         self.combiner.add(&Accepted {
             spec: &self.spec,
