@@ -18,6 +18,14 @@ pub fn key_hash(key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key.as_bytes())
 }
 
+/// Key equality that never calls `memcmp` for the empty key (a dataflow without group-by): an
+/// empty `String`'s pointer is dangling, and glibc's AVX-512 `memcmp` then does a masked load
+/// from it that the CPU resolves in a slow assist (13 % of a unique-users run's time).
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GroupTable {
     /// Accumulators per entry.
@@ -89,7 +97,7 @@ impl GroupTable {
 
     fn find(&self, hash: u64, key: &str) -> Option<usize> {
         self.index
-            .find(hash, |&entry| self.key(entry) == key)
+            .find(hash, |&entry| same_key(self.key(entry), key))
             .copied()
     }
 
