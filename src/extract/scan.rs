@@ -458,7 +458,11 @@ impl<'a> Scanner<'a> {
                 if contents.escapes {
                     return decode(&bytes[start..self.pos]);
                 }
-                let text = self.text(start + 1, self.pos - 1, fields)?;
+                let text = if contents.non_ascii {
+                    self.text(start + 1, self.pos - 1, fields)?
+                } else {
+                    ascii_text(&bytes[start + 1..self.pos - 1])
+                };
                 Ok(Scalar::Str(Cow::Borrowed(text)))
             }
             Some(b'-' | b'0'..=b'9') => {
@@ -528,6 +532,16 @@ fn digit_run(bytes: &[u8], at: usize) -> usize {
         .iter()
         .take_while(|b| b.is_ascii_digit())
         .count()
+}
+
+/// A string body the block masks found no byte >= 0x80 in, as text without re-validating it.
+#[inline]
+fn ascii_text(body: &[u8]) -> &str {
+    // The tests run in release mode: check the masks' claim there too.
+    #[cfg(any(test, debug_assertions))]
+    assert!(body.is_ascii(), "block masks missed a non-ASCII byte");
+    // SAFETY: `non_ascii` is clear for the span, so every byte is below 0x80: ASCII is UTF-8.
+    unsafe { std::str::from_utf8_unchecked(body) }
 }
 
 /// Equality of short byte strings (keys, literals) without a call to `memcmp`.
