@@ -373,12 +373,7 @@ impl<'a> Scanner<'a> {
         let mut mismatch = 0u64;
         let mut from = self.pos + 1;
         loop {
-            if !self.blocks.seek(from) {
-                self.pos = self.bytes.len();
-                return Err("unterminated object or array");
-            }
-            let base = self.blocks.base;
-            let mut brackets = self.blocks.block.brackets & (!0u64 << (from - base));
+            let (base, mut brackets) = self.brackets_from(from)?;
             while brackets != 0 {
                 let at = base + brackets.trailing_zeros() as usize;
                 brackets &= brackets - 1;
@@ -410,6 +405,17 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The base of the block holding `from`, and that block's brackets at or after `from`.
+    #[inline(always)]
+    fn brackets_from(&mut self, from: usize) -> Scan<(usize, u64)> {
+        if !self.blocks.seek(from) {
+            self.pos = self.bytes.len();
+            return Err("unterminated object or array");
+        }
+        let base = self.blocks.base;
+        Ok((base, self.blocks.block.brackets & (!0u64 << (from - base))))
+    }
+
     /// Goes on with `skip_container` past 64 open levels, `deep` being those levels' bit stack:
     /// the same walk with the stack in memory.
     #[cold]
@@ -417,12 +423,7 @@ impl<'a> Scanner<'a> {
         let mut open: Vec<bool> = (0..64).rev().map(|i| deep >> i & 1 == 1).collect();
         let mut from = self.pos;
         loop {
-            if !self.blocks.seek(from) {
-                self.pos = self.bytes.len();
-                return Err("unterminated object or array");
-            }
-            let base = self.blocks.base;
-            let mut brackets = self.blocks.block.brackets & (!0u64 << (from - base));
+            let (base, mut brackets) = self.brackets_from(from)?;
             while brackets != 0 {
                 let at = base + brackets.trailing_zeros() as usize;
                 brackets &= brackets - 1;
