@@ -31,6 +31,11 @@
 //!   at-least-once output, duplicates of already reported rows possible (keys are deterministic,
 //!   so a keyed sink can de-duplicate). Not covered: records held back by the bitflip guard and
 //!   confirmed later, and (with several processes) rows another process had not flushed yet.
+//! - End of a bounded run: a partition that was read to its end commits its end offset once the
+//!   worker's dataflow has completed (every window emitted); the source drops its partitions before
+//!   that, so the commit waits in `FINAL_COMMITS` until the worker thread exits. A run that fails
+//!   commits nothing more. Session windows have no bound on their extent (`horizon` saturates), so
+//!   they commit only there: a live session job commits no offsets at all.
 
 use super::{Discovery, Partition, ReadStatus};
 use crate::kafka::{client_config, owner, KafkaUrl, Logger};
@@ -40,6 +45,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
@@ -229,7 +235,7 @@ impl KafkaInput {
             name,
             topic: topic.clone(),
             id,
-            consumer,
+            consumer: Arc::new(consumer),
             bounded: self.until_end,
             ended: false,
             peeked: VecDeque::new(),
@@ -291,7 +297,8 @@ pub struct KafkaPartition {
     name: String,
     topic: String,
     id: i32,
-    consumer: BaseConsumer<Logger>,
+    /// Shared with a pending `FinalCommit`, which outlives the partition.
+    consumer: Arc<BaseConsumer<Logger>>,
     /// Bounded mode: the partition ends at its first end-of-partition.
     bounded: bool,
     ended: bool,
@@ -370,8 +377,8 @@ impl KafkaPartition {
         }
     }
 
-    /// Commits what the probe allows, at most once per `COMMIT_INTERVAL` (or when `force`d).
-    fn commit_ready(&mut self, force: bool) {
+    /// Commits what the probe allows, at most once per `COMMIT_INTERVAL`.
+    fn commit_ready(&mut self) {
         let Some(gate) = &self.gate else { return };
         while let Some(&(time, offset)) = self.pending.front() {
             if gate.probe.less_equal(&time) {
@@ -381,9 +388,7 @@ impl KafkaPartition {
             self.pending.pop_front();
         }
         let Some(offset) = self.to_commit else { return };
-        if self.committed == Some(offset)
-            || (!force && self.last_commit.elapsed() < COMMIT_INTERVAL)
-        {
+        if self.committed == Some(offset) || self.last_commit.elapsed() < COMMIT_INTERVAL {
             return;
         }
         self.last_commit = Instant::now();
@@ -395,14 +400,9 @@ impl KafkaPartition {
             ));
         }
         let mut list = TopicPartitionList::new();
-        let mode = if force {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
         let result = list
             .add_partition_offset(&self.topic, self.id, Offset::Offset(offset))
-            .and_then(|()| self.consumer.commit(&list, mode));
+            .and_then(|()| self.consumer.commit(&list, CommitMode::Async));
         match result {
             Ok(()) => self.committed = Some(offset),
             Err(e) => self.consumer.context().warn(&format!(
@@ -469,7 +469,7 @@ impl Partition for KafkaPartition {
                 }
             }
         }
-        self.commit_ready(false);
+        self.commit_ready();
         Ok(if read > 0 {
             ReadStatus::Data
         } else if self.ended {
@@ -504,14 +504,79 @@ impl Partition for KafkaPartition {
 
 impl Drop for KafkaPartition {
     fn drop(&mut self) {
-        // At the end of a bounded run every window has been emitted: commit what we read.
-        if self.gate.as_ref().is_some_and(|g| g.probe.done()) {
-            self.pending
-                .iter()
-                .for_each(|&(_, o)| self.to_commit = Some(o));
-            self.commit_ready(true);
+        // Only a partition read to its end commits everything it read (see the module contract).
+        let (true, Some(gate), Some(offset)) = (self.ended, self.gate.take(), self.next) else {
+            return;
+        };
+        if self.committed == Some(offset) {
+            return;
+        }
+        let last = FinalCommit {
+            consumer: Arc::clone(&self.consumer),
+            name: std::mem::take(&mut self.name),
+            topic: std::mem::take(&mut self.topic),
+            id: self.id,
+            offset,
+            gate,
+        };
+        if last.gate.probe.done() {
+            last.commit();
+        } else {
+            // Fails only while the thread exits without having completed: then nothing is due.
+            let _ = FINAL_COMMITS.try_with(|c| c.borrow_mut().0.push(last));
         }
     }
+}
+
+/// The last commit of a partition read to its end, made once every window has been emitted.
+struct FinalCommit {
+    consumer: Arc<BaseConsumer<Logger>>,
+    name: String,
+    topic: String,
+    id: i32,
+    offset: i64,
+    gate: CommitGate,
+}
+
+impl FinalCommit {
+    fn commit(self) {
+        // IMPORTANT: the rows of committed records must have left this process first.
+        if let Err(e) = self.gate.sink.flush() {
+            eprintln!(
+                "streamstats: kafka {}: not committing: cannot flush results: {e:#}",
+                self.name
+            );
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        let result = list
+            .add_partition_offset(&self.topic, self.id, Offset::Offset(self.offset))
+            .and_then(|()| self.consumer.commit(&list, CommitMode::Sync));
+        if let Err(e) = result {
+            eprintln!(
+                "streamstats: kafka {}: final commit of offset {} failed: {e}",
+                self.name, self.offset
+            );
+        }
+    }
+}
+
+/// Final commits waiting for this worker's dataflow to complete; made when the thread exits.
+struct FinalCommits(Vec<FinalCommit>);
+
+impl Drop for FinalCommits {
+    fn drop(&mut self) {
+        for last in self.0.drain(..) {
+            // A worker that stopped before its dataflow completed has not emitted every window.
+            if last.gate.probe.done() {
+                last.commit();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static FINAL_COMMITS: RefCell<FinalCommits> = const { RefCell::new(FinalCommits(Vec::new())) };
 }
 
 /// Finds partitions added to the topic while a live job runs.
