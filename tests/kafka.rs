@@ -345,6 +345,79 @@ fn late_records_are_the_same_at_any_worker_count() {
     assert!(outputs[0] == outputs[1], "-w 1 and -w 4 disagree");
 }
 
+/// The group's committed offset of each of `partitions` partitions of `topic`.
+fn committed(topic: &str, group: &str, partitions: i32) -> Vec<Offset> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    consumer(group)
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| e.offset())
+        .collect()
+}
+
+/// A bounded run commits every partition up to its end once all windows are emitted, also for
+/// session windows (whose unbounded extent allows no commit before the end), so a later run with
+/// `--start committed` has nothing left to read.
+#[test]
+fn until_end_commits_every_partition_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeats = dir.path().join("hb.jsonl");
+    streamstats(&[
+        "generate",
+        "sessions",
+        "--events",
+        "6000",
+        "--rate",
+        "200",
+        "--bound",
+        "10s",
+        "--out",
+        heartbeats.to_str().unwrap(),
+    ]);
+    let sps = fixture(dir.path(), 6_000, 19);
+    for (dataflow, input) in [("sps", &sps), ("sessions", &heartbeats)] {
+        let (topic, group) = (unique(dataflow), unique("final-commit"));
+        replay_to(input, &topic, 3, &[]);
+        let url = format!("kafka://{}/{topic}", broker());
+        let run = |out: &Path| {
+            let flow = format!("dataflows/{dataflow}.toml");
+            streamstats(&[
+                "run",
+                &flow,
+                "--input",
+                &url,
+                "--until-end",
+                "--start",
+                "committed",
+                "--kafka-group",
+                &group,
+                "-w",
+                "2",
+                "--output",
+                out.to_str().unwrap(),
+                "--dead-letter",
+                "/dev/null",
+            ]);
+            sorted_lines(out)
+        };
+        let first = run(&dir.path().join(format!("{dataflow}-1.jsonl")));
+        assert!(!first.is_empty(), "{dataflow}: no rows");
+        // `replay` sends line i to partition i % 3.
+        let lines = sorted_lines(input).len() as i64;
+        let ends: Vec<Offset> = (0..3)
+            .map(|p| Offset::Offset((lines - p + 2) / 3))
+            .collect();
+        assert_eq!(committed(&topic, &group, 3), ends, "{dataflow}");
+        let second = run(&dir.path().join(format!("{dataflow}-2.jsonl")));
+        assert!(second.is_empty(), "{dataflow}: the second run re-read records");
+    }
+}
+
 fn producer() -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", broker())
