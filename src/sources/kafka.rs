@@ -22,6 +22,8 @@
 //!   reconnects with exponential backoff (`reconnect.backoff.*`) and we log the error and keep
 //!   asking, holding the capability. New partitions of the topic are found every
 //!   `DISCOVERY_INTERVAL` by `KafkaDiscovery` and read from their beginning.
+//! - The sink is flushed at most once per `COMMIT_INTERVAL` when rows were emitted since the last
+//!   flush, so live rows reach a buffered destination (a file) within about that interval.
 //! - Offsets are committed (to the group, asynchronously, at most once per `COMMIT_INTERVAL`) only
 //!   up to records whose windows have all been emitted *and flushed to the sink*: after reading
 //!   up to offset X with partition watermark W, every on-time record before X has
@@ -54,7 +56,7 @@ use timely::dataflow::ProbeHandle;
 
 /// How often a live source looks for new partitions of its topic.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
-/// Least time between two offset commits of one partition.
+/// Least time between two offset commits (and sink flushes) of one partition.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long start-up waits for the broker and the topic before giving up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -247,7 +249,8 @@ impl KafkaInput {
             pending: VecDeque::new(),
             to_commit: None,
             committed: None,
-            last_commit: Instant::now(),
+            flushed_at: None,
+            last_flush: Instant::now(),
         })
     }
 }
@@ -316,7 +319,9 @@ pub struct KafkaPartition {
     pending: VecDeque<(u64, i64)>,
     to_commit: Option<i64>,
     committed: Option<i64>,
-    last_commit: Instant,
+    /// Output frontier at the last flush of the sink.
+    flushed_at: Option<u64>,
+    last_flush: Instant,
 }
 
 /// What one poll of a partition's consumer produced.
@@ -377,7 +382,8 @@ impl KafkaPartition {
         }
     }
 
-    /// Commits what the probe allows, at most once per `COMMIT_INTERVAL`.
+    /// Flushes the sink if rows were emitted since the last flush, and commits what the probe
+    /// allows; at most once per `COMMIT_INTERVAL`.
     fn commit_ready(&mut self) {
         let Some(gate) = &self.gate else { return };
         while let Some(&(time, offset)) = self.pending.front() {
@@ -387,11 +393,17 @@ impl KafkaPartition {
             self.to_commit = Some(offset);
             self.pending.pop_front();
         }
-        let Some(offset) = self.to_commit else { return };
-        if self.committed == Some(offset) || self.last_commit.elapsed() < COMMIT_INTERVAL {
+        if self.last_flush.elapsed() < COMMIT_INTERVAL {
             return;
         }
-        self.last_commit = Instant::now();
+        let commit = self.to_commit.filter(|&o| self.committed != Some(o));
+        // Live rows reach their destination promptly, not only when an offset can be committed.
+        let frontier = gate.probe.with_frontier(|f| f.first().copied());
+        if commit.is_none() && frontier == self.flushed_at {
+            return;
+        }
+        self.last_flush = Instant::now();
+        self.flushed_at = frontier;
         // IMPORTANT: the rows of committed records must have left this process first.
         if let Err(e) = gate.sink.flush() {
             crate::fatal(&format!(
@@ -399,6 +411,7 @@ impl KafkaPartition {
                 self.name
             ));
         }
+        let Some(offset) = commit else { return };
         let mut list = TopicPartitionList::new();
         let result = list
             .add_partition_offset(&self.topic, self.id, Offset::Offset(offset))
