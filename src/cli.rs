@@ -33,6 +33,20 @@ enum Command {
     Generate(GenerateArgs),
     /// Produce a JSONL file to a Kafka topic, one message per line.
     Replay(ReplayArgs),
+    /// DEV ONLY: an in-memory Kafka-protocol broker (librdkafka's mock cluster) for demos without
+    /// installing Kafka. Prints its address (HOST:PORT), runs until Ctrl-C; all data is lost at
+    /// exit. Not for real data or benchmarks.
+    Broker(BrokerArgs),
+}
+
+#[derive(Parser)]
+struct BrokerArgs {
+    /// Create this topic at start (repeatable).
+    #[arg(long)]
+    topic: Vec<String>,
+    /// Partitions of every --topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
 }
 
 #[derive(Parser)]
@@ -185,6 +199,12 @@ pub fn main() -> Result<()> {
         Command::Run(args) => run(args),
         Command::ServeSse(args) => serve_sse(args),
         Command::Replay(args) => replay(args),
+        Command::Broker(args) => {
+            if args.partitions < 1 {
+                bail!("--partitions: must be at least 1");
+            }
+            crate::broker::serve(&args.topic, args.partitions)
+        }
         Command::Generate(args) => {
             for (name, value) in [
                 ("--late-fraction", args.late_fraction),
