@@ -6,7 +6,8 @@
 //!   no consumer-group rebalancing can move a partition (and its clock) to another worker.
 //! - Each partition has its own consumer (one librdkafka client): reading, end-of-partition,
 //!   idleness, errors and offset commits are all per partition, and a quiet partition never
-//!   blocks a busy one.
+//!   blocks a busy one. It is also faster: one client fetching 8 partitions in one request
+//!   drained a topic from tansu at 44k events/s, 8 clients at 290k/s (plain consumers, 2 cores).
 //! - Start position (`StartAt`): earliest, latest, the group's committed offsets (falling back to
 //!   earliest when the group has none), or the first offset at or after an event timestamp.
 //! - Bounded mode (`until_end`): each partition is `End` at its first end-of-partition (librdkafka
@@ -47,9 +48,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
@@ -65,6 +67,18 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// steadily and windows close early, instead of one partition running far ahead while all
 /// windows stay open (a topic's partitions usually cover the same time range).
 const SLICE_BYTES: usize = 256 << 10;
+/// How long `read` waits for the next fetch of a partition that is behind its high-water mark
+/// when the last read of every partition of the worker was empty: a fetch response is usually
+/// that close, while reporting `Idle` from all of them makes the source pause for a scheduling
+/// interval (20 ms), in which a fast worker could have consumed several fetches.
+const BEHIND_WAIT: Duration = Duration::from_millis(1);
+
+/// The unfinished Kafka partitions of one worker, and how many reads in a row found nothing.
+#[derive(Default)]
+struct Siblings {
+    members: Cell<usize>,
+    empty_reads: Cell<usize>,
+}
 /// How long `peek` waits for the first records of a partition.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -207,6 +221,7 @@ impl KafkaInput {
         id: i32,
         start: &StartAt,
         gate: Option<CommitGate>,
+        siblings: &Rc<Siblings>,
     ) -> Result<KafkaPartition> {
         let topic = &self.url.topic;
         let name = format!("{topic}/{id}");
@@ -246,6 +261,10 @@ impl KafkaInput {
             failing_since: None,
             next: None,
             gate,
+            siblings: {
+                siblings.members.set(siblings.members.get() + 1);
+                Rc::clone(siblings)
+            },
             pending: VecDeque::new(),
             to_commit: None,
             committed: None,
@@ -269,6 +288,7 @@ pub fn partitions(
     let metadata = input.new_consumer(&format!("{}/metadata", input.url.topic))?;
     let ids = input.partition_ids(&metadata, STARTUP_TIMEOUT, Duration::from_secs(5))?;
     let mut owned: Vec<Box<dyn Partition>> = Vec::new();
+    let siblings = Rc::new(Siblings::default());
     for &id in ids
         .iter()
         .filter(|&&id| owner(&input.url.topic, id, peers) == index)
@@ -277,6 +297,7 @@ pub fn partitions(
             id,
             &input.start,
             gate.clone(),
+            &siblings,
         )?));
     }
     let discovery: Option<Box<dyn Discovery>> = if input.until_end {
@@ -289,6 +310,7 @@ pub fn partitions(
             index,
             peers,
             gate,
+            siblings,
             last: Instant::now(),
         }))
     };
@@ -315,6 +337,7 @@ pub struct KafkaPartition {
     /// Offset after the last record delivered.
     next: Option<i64>,
     gate: Option<CommitGate>,
+    siblings: Rc<Siblings>,
     /// (time the probe must pass, offset that may then be committed), oldest first.
     pending: VecDeque<(u64, i64)>,
     to_commit: Option<i64>,
@@ -366,6 +389,12 @@ impl KafkaPartition {
                 Polled::Nothing
             }
         }
+    }
+
+    /// Bounded mode: the partition is at its end.
+    fn end(&mut self) {
+        self.ended = true;
+        self.siblings.members.set(self.siblings.members.get() - 1);
     }
 
     /// A fetch succeeded: the broker answers again.
@@ -444,7 +473,7 @@ impl Partition for KafkaPartition {
                         break;
                     }
                 }
-                Polled::End => self.ended = true,
+                Polled::End => self.end(),
                 Polled::Nothing if self.caught_up_since.is_some() => break,
                 Polled::Nothing => {}
             }
@@ -469,19 +498,32 @@ impl Partition for KafkaPartition {
             if self.ended {
                 break;
             }
+            let behind = self.caught_up_since.is_none() && self.failing_since.is_none();
+            let all_empty = self.siblings.empty_reads.get() >= self.siblings.members.get();
+            let wait = if read == 0 && behind && all_empty {
+                BEHIND_WAIT
+            } else {
+                Duration::ZERO
+            };
             let mut deliver = |offset: i64, line: &[u8]| {
                 read += line.len() + 1;
                 each(offset as u64, line);
             };
-            match self.poll(Duration::ZERO, &mut deliver) {
+            match self.poll(wait, &mut deliver) {
                 Polled::Record(offset) => self.next = Some(offset + 1),
                 Polled::Nothing => break,
                 Polled::End => {
-                    self.ended = true;
+                    self.end();
                     break;
                 }
             }
         }
+        let empty_reads = if read > 0 {
+            0
+        } else {
+            self.siblings.empty_reads.get() + 1
+        };
+        self.siblings.empty_reads.set(empty_reads);
         self.commit_ready();
         Ok(if read > 0 {
             ReadStatus::Data
@@ -600,6 +642,7 @@ struct KafkaDiscovery {
     index: usize,
     peers: usize,
     gate: Option<CommitGate>,
+    siblings: Rc<Siblings>,
     last: Instant,
 }
 
@@ -624,10 +667,12 @@ impl Discovery for KafkaDiscovery {
                 continue;
             }
             // A new partition's records are all new: read it from the beginning.
-            match self
-                .input
-                .open_partition(id, &StartAt::Earliest, self.gate.clone())
-            {
+            match self.input.open_partition(
+                id,
+                &StartAt::Earliest,
+                self.gate.clone(),
+                &self.siblings,
+            ) {
                 Ok(partition) => {
                     eprintln!(
                         "streamstats: kafka: picked up new partition {}",
