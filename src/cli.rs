@@ -1,4 +1,5 @@
-//! Command-line interface: `run` a dataflow, `generate` synthetic events.
+//! Command-line interface: `run` a dataflow, `generate` synthetic events, `replay` a file into
+//! Kafka, and the dev-only `broker`.
 //!
 //! Contract: every option is validated before any worker starts; a bad value fails with a
 //! message naming the option.
@@ -33,9 +34,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Produce a JSONL file to a Kafka topic, one message per line.
     Replay(ReplayArgs),
-    /// DEV ONLY: an in-memory Kafka-protocol broker (librdkafka's mock cluster) for demos without
-    /// installing Kafka. Prints its address (HOST:PORT), runs until Ctrl-C; all data is lost at
-    /// exit. Not for real data or benchmarks.
+    /// DEV ONLY: an in-memory Kafka-protocol broker for demos without installing Kafka.
+    ///
+    /// librdkafka's mock cluster (experimental, made for testing): prints its address
+    /// (HOST:PORT) on stdout and serves until Ctrl-C; all data is lost at exit. Not for real
+    /// data, benchmarks or tests that claim Kafka coverage.
     Broker(BrokerArgs),
 }
 
