@@ -72,6 +72,8 @@ const SLICE_BYTES: usize = 256 << 10;
 /// that close, while reporting `Idle` from all of them makes the source pause for a scheduling
 /// interval (20 ms), in which a fast worker could have consumed several fetches.
 const BEHIND_WAIT: Duration = Duration::from_millis(1);
+/// How long `peek` waits for the first records of a partition.
+const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The unfinished Kafka partitions of one worker, and how many reads in a row found nothing.
 #[derive(Default)]
@@ -79,8 +81,6 @@ struct Siblings {
     members: Cell<usize>,
     empty_reads: Cell<usize>,
 }
-/// How long `peek` waits for the first records of a partition.
-const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a job starts reading each partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
