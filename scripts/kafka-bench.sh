@@ -8,6 +8,8 @@
 #   scripts/kafka-bench.sh [EVENTS]        (default 2000000 SPS events, ~200 MB)
 #
 # Uses the broker of scripts/kafka.sh (started if needed); the topic is created fresh per run.
+# Every line reports events/s of the whole process (start-up and exit included) and its CPU
+# seconds (user + system): the broker shares the machine, so CPU spent per event slows it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-2000000}"
@@ -22,30 +24,35 @@ TOPIC="bench-$EVENTS-$(date +%s)"
 echo "producing $EVENTS events to $TOPIC ($PARTITIONS partitions) on $BROKER" >&2
 $BIN replay "$DATA" --output "kafka://$BROKER/$TOPIC" --partitions "$PARTITIONS"
 
-now() { date +%s.%N; }
-rate() { python3 -c "import sys; print(f'{$EVENTS / ($2 - $1):.0f}')" -- "$1" "$2"; }
+# `measure LABEL COMMAND...`: one result line with events/s, wall and CPU seconds.
+measure() {
+    local label="$1" stats
+    shift
+    stats="$(mktemp)"
+    /usr/bin/time -o "$stats" -f "%e %U %S %M" "$@" >&2
+    read -r wall user sys rss <"$stats"
+    rm -f "$stats"
+    results+=("$(python3 -c "import sys; e, w, u, s, m = sys.argv[1:]
+print(f'{int(e) / float(w):>9,.0f} events/s  {float(w):5.2f} s wall  {float(u) + float(s):5.2f} CPU-s  {int(m) // 1024:4d} MiB')" \
+        "$EVENTS" "$wall" "$user" "$sys" "$rss")  $label")
+}
 
 results=()
-for threads in 1 2; do
-    t0=$(now)
-    target/release/examples/kafka_drain "$BROKER" "$TOPIC" "$threads" >&2
-    t1=$(now)
-    results+=("plain librdkafka consumer, $threads thread(s): $(rate "$t0" "$t1") events/s")
-done
-for workers in 1 2; do
-    t0=$(now)
-    /usr/bin/time -f "peak RSS %M KiB" $BIN run dataflows/sps.toml --input "kafka://$BROKER/$TOPIC" \
-        --until-end -w "$workers" --output /dev/null --dead-letter /dev/null
-    t1=$(now)
-    results+=("streamstats run --until-end -w $workers: $(rate "$t0" "$t1") events/s")
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+# The ceiling and the job back to back, per thread/worker count, under the same conditions.
+for n in 1 2; do
+    measure "plain librdkafka consumer, $n thread(s)" \
+        target/release/examples/kafka_drain "$BROKER" "$TOPIC" "$n"
+    measure "streamstats run --until-end -w $n" \
+        $BIN run dataflows/sps.toml --input "kafka://$BROKER/$TOPIC" \
+        --until-end -w "$n" --output /dev/null --dead-letter /dev/null
 done
 # Context: the same events from the JSONL file (no Kafka): the engine's own processing rate.
-for workers in 1 2; do
-    t0=$(now)
-    $BIN run dataflows/sps.toml --input "$DATA" -w "$workers" --output /dev/null --dead-letter /dev/null
-    t1=$(now)
-    results+=("streamstats run --input FILE -w $workers (no Kafka): $(rate "$t0" "$t1") events/s")
+for n in 1 2; do
+    measure "streamstats run --input FILE -w $n (no Kafka)" \
+        $BIN run dataflows/sps.toml --input "$DATA" -w "$n" --output /dev/null --dead-letter /dev/null
 done
 echo
 echo "== $EVENTS events, $(du -h "$DATA" | cut -f1) JSONL, $PARTITIONS partitions, broker $BROKER"
+echo "== load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 printf '%s\n' "${results[@]}"

@@ -1,4 +1,5 @@
-//! Command-line interface: `run` a dataflow, `generate` synthetic events.
+//! Command-line interface: `run` a dataflow, `generate` synthetic events, `replay` a file into
+//! Kafka, and the dev-only `broker`.
 //!
 //! Contract: every option is validated before any worker starts; a bad value fails with a
 //! message naming the option.
@@ -33,6 +34,22 @@ enum Command {
     Generate(GenerateArgs),
     /// Produce a JSONL file to a Kafka topic, one message per line.
     Replay(ReplayArgs),
+    /// DEV ONLY: an in-memory Kafka-protocol broker for demos without installing Kafka.
+    ///
+    /// librdkafka's mock cluster (experimental, made for testing): prints its address
+    /// (HOST:PORT) on stdout and serves until Ctrl-C; all data is lost at exit. Not for real
+    /// data, benchmarks or tests that claim Kafka coverage.
+    Broker(BrokerArgs),
+}
+
+#[derive(Parser)]
+struct BrokerArgs {
+    /// Create this topic at start (repeatable).
+    #[arg(long)]
+    topic: Vec<String>,
+    /// Partitions of every --topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
 }
 
 #[derive(Parser)]
@@ -185,6 +202,12 @@ pub fn main() -> Result<()> {
         Command::Run(args) => run(args),
         Command::ServeSse(args) => serve_sse(args),
         Command::Replay(args) => replay(args),
+        Command::Broker(args) => {
+            if args.partitions < 1 {
+                bail!("--partitions: must be at least 1");
+            }
+            crate::broker::serve(&args.topic, args.partitions)
+        }
         Command::Generate(args) => {
             for (name, value) in [
                 ("--late-fraction", args.late_fraction),

@@ -198,7 +198,22 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Creates `topic` with `partitions` partitions unless it exists. Returns true if created.
 pub fn ensure_topic(url: &KafkaUrl, partitions: i32, user: &[(String, String)]) -> Result<bool> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::types::RDKafkaErrorCode;
+    // An existing topic needs no CreateTopics, which some brokers lack (`streamstats broker`).
+    let metadata: BaseConsumer<Logger> = client_config(&url.brokers, &[], user)
+        .create_with_context(Logger::new("admin/metadata"))
+        .context("cannot create a Kafka client")?;
+    let existing = metadata
+        .fetch_metadata(Some(&url.topic), Duration::from_secs(30))
+        .with_context(|| format!("cannot read metadata from {}", url.brokers))?;
+    if existing
+        .topics()
+        .iter()
+        .any(|t| t.name() == url.topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(false);
+    }
     let admin: AdminClient<Logger> = client_config(&url.brokers, &[], user)
         .create_with_context(Logger::new("admin"))
         .context("cannot create a Kafka admin client")?;

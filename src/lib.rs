@@ -5,6 +5,7 @@
 //! `operators::window` (exactly-once emission on the frontier) -> `sinks`.
 
 pub mod aggregate;
+pub mod broker;
 pub mod cli;
 pub mod distinct;
 pub mod extract;

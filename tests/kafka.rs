@@ -345,6 +345,82 @@ fn late_records_are_the_same_at_any_worker_count() {
     assert!(outputs[0] == outputs[1], "-w 1 and -w 4 disagree");
 }
 
+/// The group's committed offset of each of `partitions` partitions of `topic`.
+fn committed(topic: &str, group: &str, partitions: i32) -> Vec<Offset> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    consumer(group)
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| e.offset())
+        .collect()
+}
+
+/// A bounded run commits every partition up to its end once all windows are emitted, also for
+/// session windows (whose unbounded extent allows no commit before the end), so a later run with
+/// `--start committed` has nothing left to read.
+#[test]
+fn until_end_commits_every_partition_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeats = dir.path().join("hb.jsonl");
+    streamstats(&[
+        "generate",
+        "sessions",
+        "--events",
+        "6000",
+        "--rate",
+        "200",
+        "--bound",
+        "10s",
+        "--out",
+        heartbeats.to_str().unwrap(),
+    ]);
+    let sps = fixture(dir.path(), 6_000, 19);
+    for (dataflow, input) in [("sps", &sps), ("sessions", &heartbeats)] {
+        let (topic, group) = (unique(dataflow), unique("final-commit"));
+        replay_to(input, &topic, 3, &[]);
+        let url = format!("kafka://{}/{topic}", broker());
+        let run = |out: &Path| {
+            let flow = format!("dataflows/{dataflow}.toml");
+            streamstats(&[
+                "run",
+                &flow,
+                "--input",
+                &url,
+                "--until-end",
+                "--start",
+                "committed",
+                "--kafka-group",
+                &group,
+                "-w",
+                "2",
+                "--output",
+                out.to_str().unwrap(),
+                "--dead-letter",
+                "/dev/null",
+            ]);
+            sorted_lines(out)
+        };
+        let first = run(&dir.path().join(format!("{dataflow}-1.jsonl")));
+        assert!(!first.is_empty(), "{dataflow}: no rows");
+        // `replay` sends line i to partition i % 3.
+        let lines = sorted_lines(input).len() as i64;
+        let ends: Vec<Offset> = (0..3)
+            .map(|p| Offset::Offset((lines - p + 2) / 3))
+            .collect();
+        assert_eq!(committed(&topic, &group, 3), ends, "{dataflow}");
+        let second = run(&dir.path().join(format!("{dataflow}-2.jsonl")));
+        assert!(
+            second.is_empty(),
+            "{dataflow}: the second run re-read records"
+        );
+    }
+}
+
 fn producer() -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", broker())
@@ -520,6 +596,9 @@ fn restart_with_committed_offsets_misses_no_window() {
 
 /// The broker stopped mid-run and started again (durable storage): the live job keeps running,
 /// reports no window as complete while the broker is away, and its output is complete.
+/// The broker stops once the job has reported every window the first half completes (those
+/// ending by the partitions' lowest watermark): rows reach the file when the job flushes it, so a
+/// fixed pause could let rows emitted before the outage appear during it.
 /// The outage (14 s) is longer than the idle timeout (10 s): the partitions, caught up before the
 /// outage, must not count as idle while the broker is away. The rest is produced right after the
 /// restart, well within the idle timeout: in live mode, once every partition is idle the
@@ -566,6 +645,27 @@ fn job_survives_a_broker_restart() {
         streamstats(&["replay", file, "--output", url, "--partitions", "3"]);
     };
     produce(&first);
+    // `replay` sends line i to partition i % 3; a partition's watermark is its largest event
+    // time minus the bound (5 s), and a window is complete once every watermark reached its end.
+    let mut max_ts = [0u64; 3];
+    for (i, line) in lines[..lines.len() / 2].iter().enumerate() {
+        let ts = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["time"].as_u64());
+        if let Some(ts) = ts {
+            max_ts[i % 3] = max_ts[i % 3].max(ts);
+        }
+    }
+    let watermark = max_ts.iter().min().unwrap() - 5_000;
+    let complete: Vec<String> = expected
+        .iter()
+        .filter(|row| {
+            let row: serde_json::Value = serde_json::from_str(row).unwrap();
+            row["window_end"].as_u64().unwrap() <= watermark
+        })
+        .cloned()
+        .collect();
+    assert!(!complete.is_empty(), "the first half completes no window");
     let out = dir.path().join("out.jsonl");
     let mut job = sps_job(&url)
         .args(["--start", "earliest"])
@@ -584,7 +684,15 @@ fn job_survives_a_broker_restart() {
         .stderr(std::fs::File::create(dir.path().join("job.log")).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500)); // first half read, not idle yet
+    let deadline = Instant::now() + Duration::from_secs(8); // well within the idle timeout
+    while sorted_lines(&out) != complete && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sorted_lines(&out),
+        complete,
+        "the job did not report exactly the windows the first half completes"
+    );
     let stopping = Instant::now();
     kafka_sh("stop");
     assert!(

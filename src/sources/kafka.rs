@@ -6,7 +6,8 @@
 //!   no consumer-group rebalancing can move a partition (and its clock) to another worker.
 //! - Each partition has its own consumer (one librdkafka client): reading, end-of-partition,
 //!   idleness, errors and offset commits are all per partition, and a quiet partition never
-//!   blocks a busy one.
+//!   blocks a busy one. It is also faster: one client fetching 8 partitions in one request
+//!   drained a topic from tansu at 44k events/s, 8 clients at 290k/s (plain consumers, 2 cores).
 //! - Start position (`StartAt`): earliest, latest, the group's committed offsets (falling back to
 //!   earliest when the group has none), or the first offset at or after an event timestamp.
 //! - Bounded mode (`until_end`): each partition is `End` at its first end-of-partition (librdkafka
@@ -22,6 +23,8 @@
 //!   reconnects with exponential backoff (`reconnect.backoff.*`) and we log the error and keep
 //!   asking, holding the capability. New partitions of the topic are found every
 //!   `DISCOVERY_INTERVAL` by `KafkaDiscovery` and read from their beginning.
+//! - The sink is flushed at most once per `COMMIT_INTERVAL` when rows were emitted since the last
+//!   flush, so live rows reach a buffered destination (a file) within about that interval.
 //! - Offsets are committed (to the group, asynchronously, at most once per `COMMIT_INTERVAL`) only
 //!   up to records whose windows have all been emitted *and flushed to the sink*: after reading
 //!   up to offset X with partition watermark W, every on-time record before X has
@@ -31,6 +34,11 @@
 //!   at-least-once output, duplicates of already reported rows possible (keys are deterministic,
 //!   so a keyed sink can de-duplicate). Not covered: records held back by the bitflip guard and
 //!   confirmed later, and (with several processes) rows another process had not flushed yet.
+//! - End of a bounded run: a partition that was read to its end commits its end offset once the
+//!   worker's dataflow has completed (every window emitted); the source drops its partitions before
+//!   that, so the commit waits in `FINAL_COMMITS` until the worker thread exits. A run that fails
+//!   commits nothing more. Session windows have no bound on their extent (`horizon` saturates), so
+//!   they commit only there: a live session job commits no offsets at all.
 
 use super::{Discovery, Partition, ReadStatus};
 use crate::kafka::{client_config, owner, KafkaUrl, Logger};
@@ -40,15 +48,17 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
 
 /// How often a live source looks for new partitions of its topic.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
-/// Least time between two offset commits of one partition.
+/// Least time between two offset commits (and sink flushes) of one partition.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long start-up waits for the broker and the topic before giving up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,8 +67,20 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// steadily and windows close early, instead of one partition running far ahead while all
 /// windows stay open (a topic's partitions usually cover the same time range).
 const SLICE_BYTES: usize = 256 << 10;
+/// How long `read` waits for the next fetch of a partition that is behind its high-water mark
+/// when the last read of every partition of the worker was empty: a fetch response is usually
+/// that close, while reporting `Idle` from all of them makes the source pause for a scheduling
+/// interval (20 ms), in which a fast worker could have consumed several fetches.
+const BEHIND_WAIT: Duration = Duration::from_millis(1);
 /// How long `peek` waits for the first records of a partition.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The unfinished Kafka partitions of one worker, and how many reads in a row found nothing.
+#[derive(Default)]
+struct Siblings {
+    members: Cell<usize>,
+    empty_reads: Cell<usize>,
+}
 
 /// Where a job starts reading each partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +221,7 @@ impl KafkaInput {
         id: i32,
         start: &StartAt,
         gate: Option<CommitGate>,
+        siblings: &Rc<Siblings>,
     ) -> Result<KafkaPartition> {
         let topic = &self.url.topic;
         let name = format!("{topic}/{id}");
@@ -229,7 +252,7 @@ impl KafkaInput {
             name,
             topic: topic.clone(),
             id,
-            consumer,
+            consumer: Arc::new(consumer),
             bounded: self.until_end,
             ended: false,
             peeked: VecDeque::new(),
@@ -238,10 +261,15 @@ impl KafkaInput {
             failing_since: None,
             next: None,
             gate,
+            siblings: {
+                siblings.members.set(siblings.members.get() + 1);
+                Rc::clone(siblings)
+            },
             pending: VecDeque::new(),
             to_commit: None,
             committed: None,
-            last_commit: Instant::now(),
+            flushed_at: None,
+            last_flush: Instant::now(),
         })
     }
 }
@@ -260,6 +288,7 @@ pub fn partitions(
     let metadata = input.new_consumer(&format!("{}/metadata", input.url.topic))?;
     let ids = input.partition_ids(&metadata, STARTUP_TIMEOUT, Duration::from_secs(5))?;
     let mut owned: Vec<Box<dyn Partition>> = Vec::new();
+    let siblings = Rc::new(Siblings::default());
     for &id in ids
         .iter()
         .filter(|&&id| owner(&input.url.topic, id, peers) == index)
@@ -268,6 +297,7 @@ pub fn partitions(
             id,
             &input.start,
             gate.clone(),
+            &siblings,
         )?));
     }
     let discovery: Option<Box<dyn Discovery>> = if input.until_end {
@@ -280,6 +310,7 @@ pub fn partitions(
             index,
             peers,
             gate,
+            siblings,
             last: Instant::now(),
         }))
     };
@@ -291,7 +322,8 @@ pub struct KafkaPartition {
     name: String,
     topic: String,
     id: i32,
-    consumer: BaseConsumer<Logger>,
+    /// Shared with a pending `FinalCommit`, which outlives the partition.
+    consumer: Arc<BaseConsumer<Logger>>,
     /// Bounded mode: the partition ends at its first end-of-partition.
     bounded: bool,
     ended: bool,
@@ -305,11 +337,14 @@ pub struct KafkaPartition {
     /// Offset after the last record delivered.
     next: Option<i64>,
     gate: Option<CommitGate>,
+    siblings: Rc<Siblings>,
     /// (time the probe must pass, offset that may then be committed), oldest first.
     pending: VecDeque<(u64, i64)>,
     to_commit: Option<i64>,
     committed: Option<i64>,
-    last_commit: Instant,
+    /// Output frontier at the last flush of the sink.
+    flushed_at: Option<u64>,
+    last_flush: Instant,
 }
 
 /// What one poll of a partition's consumer produced.
@@ -356,6 +391,12 @@ impl KafkaPartition {
         }
     }
 
+    /// Bounded mode: the partition is at its end.
+    fn end(&mut self) {
+        self.ended = true;
+        self.siblings.members.set(self.siblings.members.get() - 1);
+    }
+
     /// A fetch succeeded: the broker answers again.
     fn recovered(&mut self) {
         let since = self.failing_since.take();
@@ -370,8 +411,9 @@ impl KafkaPartition {
         }
     }
 
-    /// Commits what the probe allows, at most once per `COMMIT_INTERVAL` (or when `force`d).
-    fn commit_ready(&mut self, force: bool) {
+    /// Flushes the sink if rows were emitted since the last flush, and commits what the probe
+    /// allows; at most once per `COMMIT_INTERVAL`.
+    fn commit_ready(&mut self) {
         let Some(gate) = &self.gate else { return };
         while let Some(&(time, offset)) = self.pending.front() {
             if gate.probe.less_equal(&time) {
@@ -380,13 +422,17 @@ impl KafkaPartition {
             self.to_commit = Some(offset);
             self.pending.pop_front();
         }
-        let Some(offset) = self.to_commit else { return };
-        if self.committed == Some(offset)
-            || (!force && self.last_commit.elapsed() < COMMIT_INTERVAL)
-        {
+        if self.last_flush.elapsed() < COMMIT_INTERVAL {
             return;
         }
-        self.last_commit = Instant::now();
+        let commit = self.to_commit.filter(|&o| self.committed != Some(o));
+        // Live rows reach their destination promptly, not only when an offset can be committed.
+        let frontier = gate.probe.with_frontier(|f| f.first().copied());
+        if commit.is_none() && frontier == self.flushed_at {
+            return;
+        }
+        self.last_flush = Instant::now();
+        self.flushed_at = frontier;
         // IMPORTANT: the rows of committed records must have left this process first.
         if let Err(e) = gate.sink.flush() {
             crate::fatal(&format!(
@@ -394,15 +440,11 @@ impl KafkaPartition {
                 self.name
             ));
         }
+        let Some(offset) = commit else { return };
         let mut list = TopicPartitionList::new();
-        let mode = if force {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
         let result = list
             .add_partition_offset(&self.topic, self.id, Offset::Offset(offset))
-            .and_then(|()| self.consumer.commit(&list, mode));
+            .and_then(|()| self.consumer.commit(&list, CommitMode::Async));
         match result {
             Ok(()) => self.committed = Some(offset),
             Err(e) => self.consumer.context().warn(&format!(
@@ -431,7 +473,7 @@ impl Partition for KafkaPartition {
                         break;
                     }
                 }
-                Polled::End => self.ended = true,
+                Polled::End => self.end(),
                 Polled::Nothing if self.caught_up_since.is_some() => break,
                 Polled::Nothing => {}
             }
@@ -456,20 +498,33 @@ impl Partition for KafkaPartition {
             if self.ended {
                 break;
             }
+            let behind = self.caught_up_since.is_none() && self.failing_since.is_none();
+            let all_empty = self.siblings.empty_reads.get() >= self.siblings.members.get();
+            let wait = if read == 0 && behind && all_empty {
+                BEHIND_WAIT
+            } else {
+                Duration::ZERO
+            };
             let mut deliver = |offset: i64, line: &[u8]| {
                 read += line.len() + 1;
                 each(offset as u64, line);
             };
-            match self.poll(Duration::ZERO, &mut deliver) {
+            match self.poll(wait, &mut deliver) {
                 Polled::Record(offset) => self.next = Some(offset + 1),
                 Polled::Nothing => break,
                 Polled::End => {
-                    self.ended = true;
+                    self.end();
                     break;
                 }
             }
         }
-        self.commit_ready(false);
+        let empty_reads = if read > 0 {
+            0
+        } else {
+            self.siblings.empty_reads.get() + 1
+        };
+        self.siblings.empty_reads.set(empty_reads);
+        self.commit_ready();
         Ok(if read > 0 {
             ReadStatus::Data
         } else if self.ended {
@@ -504,14 +559,79 @@ impl Partition for KafkaPartition {
 
 impl Drop for KafkaPartition {
     fn drop(&mut self) {
-        // At the end of a bounded run every window has been emitted: commit what we read.
-        if self.gate.as_ref().is_some_and(|g| g.probe.done()) {
-            self.pending
-                .iter()
-                .for_each(|&(_, o)| self.to_commit = Some(o));
-            self.commit_ready(true);
+        // Only a partition read to its end commits everything it read (see the module contract).
+        let (true, Some(gate), Some(offset)) = (self.ended, self.gate.take(), self.next) else {
+            return;
+        };
+        if self.committed == Some(offset) {
+            return;
+        }
+        let last = FinalCommit {
+            consumer: Arc::clone(&self.consumer),
+            name: std::mem::take(&mut self.name),
+            topic: std::mem::take(&mut self.topic),
+            id: self.id,
+            offset,
+            gate,
+        };
+        if last.gate.probe.done() {
+            last.commit();
+        } else {
+            // Fails only while the thread exits without having completed: then nothing is due.
+            let _ = FINAL_COMMITS.try_with(|c| c.borrow_mut().0.push(last));
         }
     }
+}
+
+/// The last commit of a partition read to its end, made once every window has been emitted.
+struct FinalCommit {
+    consumer: Arc<BaseConsumer<Logger>>,
+    name: String,
+    topic: String,
+    id: i32,
+    offset: i64,
+    gate: CommitGate,
+}
+
+impl FinalCommit {
+    fn commit(self) {
+        // IMPORTANT: the rows of committed records must have left this process first.
+        if let Err(e) = self.gate.sink.flush() {
+            eprintln!(
+                "streamstats: kafka {}: not committing: cannot flush results: {e:#}",
+                self.name
+            );
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        let result = list
+            .add_partition_offset(&self.topic, self.id, Offset::Offset(self.offset))
+            .and_then(|()| self.consumer.commit(&list, CommitMode::Sync));
+        if let Err(e) = result {
+            eprintln!(
+                "streamstats: kafka {}: final commit of offset {} failed: {e}",
+                self.name, self.offset
+            );
+        }
+    }
+}
+
+/// Final commits waiting for this worker's dataflow to complete; made when the thread exits.
+struct FinalCommits(Vec<FinalCommit>);
+
+impl Drop for FinalCommits {
+    fn drop(&mut self) {
+        for last in self.0.drain(..) {
+            // A worker that stopped before its dataflow completed has not emitted every window.
+            if last.gate.probe.done() {
+                last.commit();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static FINAL_COMMITS: RefCell<FinalCommits> = const { RefCell::new(FinalCommits(Vec::new())) };
 }
 
 /// Finds partitions added to the topic while a live job runs.
@@ -522,6 +642,7 @@ struct KafkaDiscovery {
     index: usize,
     peers: usize,
     gate: Option<CommitGate>,
+    siblings: Rc<Siblings>,
     last: Instant,
 }
 
@@ -546,10 +667,12 @@ impl Discovery for KafkaDiscovery {
                 continue;
             }
             // A new partition's records are all new: read it from the beginning.
-            match self
-                .input
-                .open_partition(id, &StartAt::Earliest, self.gate.clone())
-            {
+            match self.input.open_partition(
+                id,
+                &StartAt::Earliest,
+                self.gate.clone(),
+                &self.siblings,
+            ) {
                 Ok(partition) => {
                     eprintln!(
                         "streamstats: kafka: picked up new partition {}",
