@@ -86,6 +86,28 @@ fn streamstats(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `run DATAFLOW --input URL --until-end --start committed` as consumer group `group`, with
+/// 2 workers, rows into `out`.
+fn run_from_committed(dataflow: &str, url: &str, group: &str, out: &Path) {
+    streamstats(&[
+        "run",
+        dataflow,
+        "--input",
+        url,
+        "--until-end",
+        "--start",
+        "committed",
+        "--kafka-group",
+        group,
+        "-w",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+        "--dead-letter",
+        "/dev/null",
+    ]);
+}
+
 fn sorted_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -385,24 +407,7 @@ fn until_end_commits_every_partition_to_its_end() {
         replay_to(input, &topic, 3, &[]);
         let url = format!("kafka://{}/{topic}", broker());
         let run = |out: &Path| {
-            let flow = format!("dataflows/{dataflow}.toml");
-            streamstats(&[
-                "run",
-                &flow,
-                "--input",
-                &url,
-                "--until-end",
-                "--start",
-                "committed",
-                "--kafka-group",
-                &group,
-                "-w",
-                "2",
-                "--output",
-                out.to_str().unwrap(),
-                "--dead-letter",
-                "/dev/null",
-            ]);
+            run_from_committed(&format!("dataflows/{dataflow}.toml"), &url, &group, out);
             sorted_lines(out)
         };
         let first = run(&dir.path().join(format!("{dataflow}-1.jsonl")));
@@ -554,23 +559,7 @@ fn restart_with_committed_offsets_misses_no_window() {
         "the first run reported nothing before it was killed"
     );
     let second = dir.path().join("second.jsonl");
-    streamstats(&[
-        "run",
-        "dataflows/sps.toml",
-        "--input",
-        &url,
-        "--until-end",
-        "--start",
-        "committed",
-        "--kafka-group",
-        &group,
-        "-w",
-        "2",
-        "--output",
-        second.to_str().unwrap(),
-        "--dead-letter",
-        "/dev/null",
-    ]);
+    run_from_committed("dataflows/sps.toml", &url, &group, &second);
     let second_rows = sorted_lines(&second);
     let union: BTreeSet<&String> = first_rows.iter().chain(&second_rows).collect();
     let missing: Vec<&String> = expected.iter().filter(|r| !union.contains(r)).collect();
