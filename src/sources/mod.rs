@@ -19,6 +19,11 @@
 //!   A partition that cannot reach its broker is never idle, so a broker outage holds the frontier.
 //! - After the records read from a partition were sent, `Partition::sent` tells it the partition's
 //!   watermark (the Kafka source uses this to commit offsets only after their windows were emitted).
+//! - A worker that reads its partitions one after another (file chunks) does not start the next
+//!   one while the global frontier (all workers' sources) is still below where its previous one
+//!   started, unless it holds that frontier itself: a worker that reads faster cannot run
+//!   unboundedly ahead of the slowest, whose windows would all wait in memory. The worker at the
+//!   frontier never waits, so this cannot stall the dataflow.
 
 pub mod file;
 pub mod generator;
@@ -29,7 +34,8 @@ use crate::metrics::Metrics;
 use crate::operators::prepare::{Combiner, PartitionState, Preparer};
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 /// What a partition did when asked for records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +98,9 @@ const BYTES_PER_ACTIVATION: usize = 4 << 20;
 struct Slot {
     partition: Box<dyn Partition>,
     state: PartitionState,
+    /// The watermark before the first record: the read-ahead reference minus the bound.
+    initial: u64,
+    started: bool,
     finished: bool,
 }
 
@@ -101,7 +110,9 @@ impl Slot {
         let state = PartitionState::new(partition.name(), reference, preparer.spec());
         Slot {
             partition,
+            initial: state.clock.watermark(),
             state,
+            started: false,
             finished: false,
         }
     }
@@ -117,7 +128,10 @@ pub fn partitioned_source<'scope, C: Combiner>(
     metrics: std::sync::Arc<Metrics>,
     local_worker: usize,
 ) -> Stream<'scope, u64, Vec<C::Batch>> {
-    source(scope, "Source", move |capability, info| {
+    // The frontier of all workers' sources together (timely's progress tracking is global).
+    let sources_frontier = ProbeHandle::new();
+    let frontier = sources_frontier.clone();
+    let stream = source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = Some(capability);
         let mut slots: Vec<Slot> = Vec::new();
@@ -139,13 +153,29 @@ pub fn partitioned_source<'scope, C: Combiner>(
             let floor = *cap.time();
             let mut budget = BYTES_PER_ACTIVATION;
             let mut any_idle = false;
+            let mut held_back = false;
             read_from.clear();
             // Partitions are read in order, so a file's chunks are read one after another like one
             // stream; a live partition with nothing to read lets the next one have its turn.
-            for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| !s.finished) {
+            for i in 0..slots.len() {
+                if slots[i].finished {
+                    continue;
+                }
                 if budget == 0 {
                     break;
                 }
+                // IMPORTANT: only a worker ahead of the frontier waits (see the module contract).
+                if !slots[i].started
+                    && i > 0
+                    && slots[i - 1].finished
+                    && frontier.less_than(&slots[i - 1].initial)
+                    && frontier.less_than(cap.time())
+                {
+                    held_back = true;
+                    break;
+                }
+                let slot = &mut slots[i];
+                slot.started = true;
                 // IMPORTANT: a partition that was idle or is new may trail the capability.
                 slot.state.clock.raise_watermark(floor);
                 let mut used = 0;
@@ -195,7 +225,9 @@ pub fn partitioned_source<'scope, C: Combiner>(
                     if w > *cap.time() {
                         cap.downgrade(&w);
                     }
-                    if any_idle && budget == BYTES_PER_ACTIVATION {
+                    if held_back && budget == BYTES_PER_ACTIVATION {
+                        activator.activate_after(Duration::from_millis(1));
+                    } else if any_idle && budget == BYTES_PER_ACTIVATION {
                         activator.activate_after(Duration::from_millis(20));
                     } else {
                         activator.activate();
@@ -204,7 +236,8 @@ pub fn partitioned_source<'scope, C: Combiner>(
                 None => capability = None,
             }
         }
-    })
+    });
+    stream.probe_with(&sources_frontier)
 }
 
 /// The minimum of a partition's first event times, if it can read ahead.
