@@ -200,6 +200,12 @@ impl<'a> Scanner<'a> {
         }
         let (raw, contents) = self.string()?;
         if contents.escapes {
+            let mut buffer = [0u8; SHORT_KEY];
+            if !contents.non_ascii {
+                if let Some(key) = unescape_short_ascii(raw, &mut buffer) {
+                    return Ok(keys.find_decoded(key));
+                }
+            }
             let key = serde_json::from_slice::<String>(&self.bytes[start..self.pos])
                 .map_err(|_| "bad key")?;
             return Ok(keys.find_decoded(&key));
@@ -535,6 +541,49 @@ fn digit_run(bytes: &[u8], at: usize) -> usize {
         .count()
 }
 
+/// Decoded keys up to this length skip serde_json (frames escape some root keys, e.g. `t\u0073`).
+const SHORT_KEY: usize = 32;
+
+/// Decodes an all-ASCII string body whose escapes were checked (`check_escapes`) into `buffer`,
+/// when it fits and has no `\u` surrogate (those go to serde_json, which pairs or rejects them).
+fn unescape_short_ascii<'b>(raw: &[u8], buffer: &'b mut [u8; SHORT_KEY]) -> Option<&'b str> {
+    let (mut from, mut len) = (0, 0);
+    let mut push = |bytes: &[u8], len: &mut usize| {
+        let end = *len + bytes.len();
+        buffer.get_mut(*len..end)?.copy_from_slice(bytes);
+        *len = end;
+        Some(())
+    };
+    while let Some(at) = raw[from..]
+        .iter()
+        .position(|&b| b == b'\\')
+        .map(|i| from + i)
+    {
+        push(&raw[from..at], &mut len)?;
+        let mut utf8 = [0u8; 4];
+        let decoded: &[u8] = match raw[at + 1] {
+            b'u' => {
+                let hex = std::str::from_utf8(&raw[at + 2..at + 6]).ok()?;
+                let unit = u32::from_str_radix(hex, 16).ok()?;
+                char::from_u32(unit)?.encode_utf8(&mut utf8).as_bytes()
+            }
+            b'b' => b"\x08",
+            b'f' => b"\x0c",
+            b'n' => b"\n",
+            b'r' => b"\r",
+            b't' => b"\t",
+            other => {
+                utf8[0] = other; // `"`, `\\` and `/` stand for themselves
+                &utf8[..1]
+            }
+        };
+        push(decoded, &mut len)?;
+        from = at + if raw[at + 1] == b'u' { 6 } else { 2 };
+    }
+    push(&raw[from..], &mut len)?;
+    std::str::from_utf8(&buffer[..len]).ok()
+}
+
 /// A string body the block masks found no byte >= 0x80 in, as text without re-validating it.
 #[inline]
 fn ascii_text(body: &[u8]) -> &str {
@@ -555,6 +604,48 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn short_keys_unescape_as_serde_json_decodes_them() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let pieces = [
+            "t",
+            "s",
+            "uid",
+            "\\u0073",
+            "\\u0075",
+            "\\u00e9",
+            "\\u20ac",
+            "\\ud83d\\ude00",
+            "\\ud83d",
+            "\\n",
+            "\\t",
+            "\\\\",
+            "\\\"",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\r",
+            "\\u0000",
+            "x",
+        ];
+        for _ in 0..20_000 {
+            let n = rng.gen_range(1..12);
+            let raw: String = (0..n)
+                .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                .collect();
+            let reference = serde_json::from_str::<String>(&format!("\"{raw}\"")).ok();
+            let mut buffer = [0u8; SHORT_KEY];
+            match unescape_short_ascii(raw.as_bytes(), &mut buffer) {
+                Some(key) => assert_eq!(Some(key), reference.as_deref(), "{raw}"),
+                // Only surrogates and keys too long for the buffer go to serde_json.
+                None => assert!(
+                    raw.contains("\\ud8") || reference.is_some_and(|k| k.len() > SHORT_KEY),
+                    "{raw}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn digit_runs_agree_with_a_byte_loop() {
