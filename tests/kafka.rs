@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{generate, repo, streamstats, BIN};
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -22,12 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-const BIN: &str = env!("CARGO_BIN_EXE_streamstats");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Starts (or finds) the shared test broker; returns `host:port`.
 fn broker() -> &'static str {
@@ -71,21 +67,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn streamstats(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(repo())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run streamstats");
-    assert!(
-        out.status.success(),
-        "streamstats {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// `run DATAFLOW --input URL --until-end --start committed` as consumer group `group`, with
 /// 2 workers, rows into `out`.
 fn run_from_committed(dataflow: &str, url: &str, group: &str, out: &Path) {
@@ -122,18 +103,18 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 /// SPS events without late records (disorder 2 s < the 5 s bound), some malformed.
 fn fixture(dir: &Path, events: u64, seed: u64) -> PathBuf {
     let path = dir.join(format!("sps-{seed}.jsonl"));
-    streamstats(&[
-        "generate",
+    generate(
         "sps",
-        "--events",
-        &events.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--malformed-fraction",
-        "0.002",
-        "--out",
-        path.to_str().unwrap(),
-    ]);
+        &path,
+        &[
+            "--events",
+            &events.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--malformed-fraction",
+            "0.002",
+        ],
+    );
     path
 }
 
@@ -338,18 +319,18 @@ fn results_topic_holds_the_file_replay_rows_keyed_by_window_and_group() {
 fn late_records_are_the_same_at_any_worker_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("late.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "sps",
-        "--events",
-        "20000",
-        "--seed",
-        "3",
-        "--late-fraction",
-        "0.01",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+        &input,
+        &[
+            "--events",
+            "20000",
+            "--seed",
+            "3",
+            "--late-fraction",
+            "0.01",
+        ],
+    );
     let topic = unique("late");
     replay_to(&input, &topic, 4, &[]);
     let mut outputs = Vec::new();
@@ -389,18 +370,11 @@ fn committed(topic: &str, group: &str, partitions: i32) -> Vec<Offset> {
 fn until_end_commits_every_partition_to_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let heartbeats = dir.path().join("hb.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "sessions",
-        "--events",
-        "6000",
-        "--rate",
-        "200",
-        "--bound",
-        "10s",
-        "--out",
-        heartbeats.to_str().unwrap(),
-    ]);
+        &heartbeats,
+        &["--events", "6000", "--rate", "200", "--bound", "10s"],
+    );
     let sps = fixture(dir.path(), 6_000, 19);
     for (dataflow, input) in [("sps", &sps), ("sessions", &heartbeats)] {
         let (topic, group) = (unique(dataflow), unique("final-commit"));
@@ -727,20 +701,20 @@ fn job_survives_a_broker_restart() {
 fn tamedia_frames_topic_to_unique_users_results_topic() {
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "frames",
-        "--events",
-        "6000",
-        "--rate",
-        "1000",
-        "--seed",
-        "11",
-        "--disorder-ms",
-        "2000",
-        "--out",
-        frames.to_str().unwrap(),
-    ]);
+        &frames,
+        &[
+            "--events",
+            "6000",
+            "--rate",
+            "1000",
+            "--seed",
+            "11",
+            "--disorder-ms",
+            "2000",
+        ],
+    );
     let file_rows = dir.path().join("file.jsonl");
     streamstats(&[
         "run",

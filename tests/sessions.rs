@@ -16,34 +16,32 @@ fn generated_sessions_equal_reference_at_any_worker_count() {
     let input = dir.path().join("heartbeats.jsonl");
     // 120k heartbeats at 100/s: ~400 concurrent sessions over ~20 minutes of event time,
     // disorder within the bound, a few late and malformed records.
-    streamstats(&[
-        "generate",
+    generate(
         "sessions",
-        "--events",
-        "120000",
-        "--rate",
-        "100",
-        "--seed",
-        "7",
-        "--disorder-ms",
-        "2000",
-        "--bound",
-        "10s",
-        "--late-fraction",
-        "0.001",
-        "--malformed-fraction",
-        "0.001",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+        &input,
+        &[
+            "--events",
+            "120000",
+            "--rate",
+            "100",
+            "--seed",
+            "7",
+            "--disorder-ms",
+            "2000",
+            "--bound",
+            "10s",
+            "--late-fraction",
+            "0.001",
+            "--malformed-fraction",
+            "0.001",
+        ],
+    );
     // Deterministic by seed.
     let again = dir.path().join("again.jsonl");
-    let args = [
-        "generate", "sessions", "--events", "5000", "--rate", "100", "--seed", "7",
-    ];
-    streamstats(&[&args[..], &["--out", again.to_str().unwrap()]].concat());
+    let args = ["--events", "5000", "--rate", "100", "--seed", "7"];
+    generate("sessions", &again, &args);
     let first = std::fs::read(&again).unwrap();
-    streamstats(&[&args[..], &["--out", again.to_str().unwrap()]].concat());
+    generate("sessions", &again, &args);
     assert_eq!(
         first,
         std::fs::read(&again).unwrap(),

@@ -38,6 +38,27 @@ fn run_sps(
     (rows(&[out]), dead_letters(&[dead]))
 }
 
+/// The independent reference's (rows, dead letters) for `input` cut into `chunk`-byte chunks.
+fn reference_sps(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    chunk: u64,
+) -> (Vec<String>, Vec<String>) {
+    let (ref_rows, ref_dead) = (dir.join("ref.jsonl"), dir.join("ref-dead.txt"));
+    let sps = repo().join("dataflows/sps.toml");
+    python(
+        "windowed_reference.py",
+        &[
+            path(&sps),
+            path(input),
+            &chunk.to_string(),
+            path(&ref_rows),
+            path(&ref_dead),
+        ],
+    );
+    (rows(&[ref_rows]), sorted_lines(&ref_dead))
+}
+
 #[test]
 fn golden_fixture_matches_the_checked_expectation() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,66 +70,37 @@ fn golden_fixture_matches_the_checked_expectation() {
         sorted_lines(&golden.join("expected-dead-letter.txt"))
     );
     // The committed expectation is what the independent reference computes.
-    let (ref_rows, ref_dead) = (
-        dir.path().join("ref.jsonl"),
-        dir.path().join("ref-dead.txt"),
-    );
-    let sps = repo().join("dataflows/sps.toml");
-    python(
-        "windowed_reference.py",
-        &[
-            path(&sps),
-            path(&golden.join("input.jsonl")),
-            "1048576",
-            path(&ref_rows),
-            path(&ref_dead),
-        ],
-    );
-    assert_eq!(rows(&[ref_rows]), rows_got);
-    assert_eq!(sorted_lines(&ref_dead), dead_got);
+    let (ref_rows, ref_dead) = reference_sps(dir.path(), &golden.join("input.jsonl"), 1 << 20);
+    assert_eq!(ref_rows, rows_got);
+    assert_eq!(ref_dead, dead_got);
 }
 
 #[test]
 fn generated_events_match_the_reference_for_any_worker_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("sps.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "sps",
-        "--events",
-        "120000",
-        "--seed",
-        "42",
-        "--out",
-        path(&input),
-        "--rate",
-        "3000",
-        "--disorder-ms",
-        "4000",
-        "--late-fraction",
-        "0.01",
-        "--malformed-fraction",
-        "0.005",
-        "--bitflip-fraction",
-        "0.001",
-    ]);
-    let chunk = 256 * 1024;
-    let (ref_rows, ref_dead) = (
-        dir.path().join("ref.jsonl"),
-        dir.path().join("ref-dead.txt"),
-    );
-    let sps = repo().join("dataflows/sps.toml");
-    python(
-        "windowed_reference.py",
+        &input,
         &[
-            path(&sps),
-            path(&input),
-            &chunk.to_string(),
-            path(&ref_rows),
-            path(&ref_dead),
+            "--events",
+            "120000",
+            "--seed",
+            "42",
+            "--rate",
+            "3000",
+            "--disorder-ms",
+            "4000",
+            "--late-fraction",
+            "0.01",
+            "--malformed-fraction",
+            "0.005",
+            "--bitflip-fraction",
+            "0.001",
         ],
     );
-    let expected = (rows(&[ref_rows]), sorted_lines(&ref_dead));
+    let chunk = 256 * 1024;
+    let expected = reference_sps(dir.path(), &input, chunk);
     assert!(
         expected.0.len() > 10_000
             && expected.1.iter().any(|d| d.starts_with("late"))
@@ -126,20 +118,20 @@ fn generated_events_match_the_reference_for_any_worker_count() {
 fn two_processes_give_the_same_rows_as_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("sps.jsonl");
-    streamstats(&[
-        "generate",
+    generate(
         "sps",
-        "--events",
-        "60000",
-        "--seed",
-        "7",
-        "--out",
-        path(&input),
-        "--late-fraction",
-        "0.01",
-        "--malformed-fraction",
-        "0.01",
-    ]);
+        &input,
+        &[
+            "--events",
+            "60000",
+            "--seed",
+            "7",
+            "--late-fraction",
+            "0.01",
+            "--malformed-fraction",
+            "0.01",
+        ],
+    );
     let single = run_sps(dir.path(), path(&input), "64KiB", 1);
     let sps = repo().join("dataflows/sps.toml");
     let (outs, deads) = run_cluster(
@@ -174,16 +166,7 @@ fn windows_close_while_the_input_is_still_being_read() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("sps.jsonl");
-    streamstats(&[
-        "generate",
-        "sps",
-        "--events",
-        "20000",
-        "--seed",
-        "3",
-        "--out",
-        path(&input),
-    ]);
+    generate("sps", &input, &["--events", "20000", "--seed", "3"]);
     let text = std::fs::read_to_string(&input).unwrap();
     let (first, rest) = text.split_at(text.len() / 2);
     let rest = &rest[rest.find('\n').unwrap() + 1..];
