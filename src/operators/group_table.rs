@@ -75,12 +75,7 @@ impl GroupTable {
     }
 
     fn key(&self, entry: usize) -> &str {
-        let start = if entry == 0 {
-            0
-        } else {
-            self.key_ends[entry - 1]
-        };
-        &self.text[start..self.key_ends[entry]]
+        key_at(&self.text, &self.key_ends, entry)
     }
 
     /// Rebuilds the lookup index if the table came from another process.
@@ -136,12 +131,7 @@ impl GroupTable {
         let width = other.width;
         let mut accs = other.accs.into_iter();
         for (entry, &hash) in other.hashes.iter().enumerate() {
-            let start = if entry == 0 {
-                0
-            } else {
-                other.key_ends[entry - 1]
-            };
-            let key = &other.text[start..other.key_ends[entry]];
+            let key = key_at(&other.text, &other.key_ends, entry);
             let incoming = accs.by_ref().take(width);
             match self.find(hash, key) {
                 Some(found) => {
@@ -160,16 +150,23 @@ impl GroupTable {
         self.merge(other.clone());
     }
 
-    /// `(key hash, key, accumulators)` of every entry, in arrival order.
-    pub fn entries(&self) -> impl Iterator<Item = (u64, &str, &[Acc])> + '_ {
+    /// `(key, accumulators)` of every entry, in arrival order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[Acc])> + '_ {
         (0..self.len()).map(move |entry| {
             (
-                self.hashes[entry],
                 self.key(entry),
                 &self.accs[entry * self.width..(entry + 1) * self.width],
             )
         })
     }
+}
+
+/// Entry `entry`'s key in a key arena whose entries end at `key_ends`.
+fn key_at<'t>(text: &'t str, key_ends: &[usize], entry: usize) -> &'t str {
+    let start = entry
+        .checked_sub(1)
+        .map_or(0, |previous| key_ends[previous]);
+    &text[start..key_ends[entry]]
 }
 
 #[cfg(test)]
@@ -186,7 +183,7 @@ mod tests {
     fn counts(table: &GroupTable) -> Vec<(String, u64)> {
         table
             .entries()
-            .map(|(_, key, accs)| match accs {
+            .map(|(key, accs)| match accs {
                 [Acc::Count(n)] => (key.to_string(), *n),
                 other => panic!("unexpected accumulators {other:?}"),
             })

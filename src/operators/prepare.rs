@@ -20,18 +20,15 @@ use crate::spec::Spec;
 use crate::watermark::{Clock, Resolution, Verdict};
 use std::sync::Arc;
 
-/// The group key of a record: its group-by fields as the JSON members they become in the output
-/// row, e.g. `,"device":"ps4","country":"BR"`. Rows paste it as it is.
-pub fn group_member_prefixes(spec: &Spec) -> Vec<String> {
-    spec.group_by
-        .iter()
-        .map(|(name, _)| {
-            let mut prefix = String::from(",");
-            crate::extract::write_json_string(&mut prefix, name);
-            prefix.push(':');
-            prefix
-        })
-        .collect()
+/// `,"<name>":`, the start of a JSON member that follows others in an output row.
+///
+/// The group key of a record is its group-by fields as the members they become in the row, e.g.
+/// `,"device":"ps4","country":"BR"`; rows paste it as it is.
+pub fn member_prefix(name: &str) -> String {
+    let mut prefix = String::from(",");
+    crate::extract::write_json_string(&mut prefix, name);
+    prefix.push(':');
+    prefix
 }
 
 /// Appends a group-by value to a key as JSON text.
@@ -56,7 +53,7 @@ pub struct Accepted<'r, 'a> {
     pub fields: &'r [Option<Scalar<'a>>],
     /// Per aggregate, what the record folds in besides being counted.
     pub values: &'r [Input],
-    /// Group-by fields as JSON members (see `group_member_prefixes`).
+    /// Group-by fields as JSON members (see `member_prefix`).
     pub key: &'r str,
     /// `key_hash(key)`: routes the key to the worker that owns it.
     pub hash: u64,
@@ -139,7 +136,11 @@ impl<C: Combiner> Preparer<C> {
         let extractor =
             Extractor::for_spec(&spec).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));
         Preparer {
-            member_prefixes: group_member_prefixes(&spec),
+            member_prefixes: spec
+                .group_by
+                .iter()
+                .map(|(n, _)| member_prefix(n))
+                .collect(),
             json_input: matches!(spec.input, crate::spec::InputFormat::Jsonl),
             spec,
             extractor,

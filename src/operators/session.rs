@@ -116,7 +116,7 @@ pub struct SessionPartial {
     pub route: u64,
     pub start: u64,
     pub last: u64,
-    /// Group-by fields as JSON members (see `prepare::group_member_prefixes`).
+    /// Group-by fields as JSON members (see `prepare::member_prefix`).
     pub key: String,
     pub accs: Vec<Acc>,
 }

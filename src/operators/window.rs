@@ -7,7 +7,7 @@
 //! of one message per key, and the operator does one pane lookup per batch.
 
 use super::group_table::GroupTable;
-use super::prepare::{Accepted, Combiner};
+use super::prepare::{member_prefix, Accepted, Combiner};
 use crate::aggregate::Acc;
 use crate::extract::write_json_string;
 use crate::sinks::RowBatch;
@@ -216,12 +216,6 @@ pub(crate) struct RowRenderer {
 
 impl RowRenderer {
     pub(crate) fn new(spec: &Spec) -> Self {
-        let member = |name: &str| {
-            let mut s = String::from(",");
-            write_json_string(&mut s, name);
-            s.push(':');
-            s
-        };
         RowRenderer {
             labels: spec
                 .windows
@@ -234,13 +228,17 @@ impl RowRenderer {
                     })
                 })
                 .collect(),
-            agg_prefixes: spec.aggregates.iter().map(|a| member(&a.name)).collect(),
+            agg_prefixes: spec
+                .aggregates
+                .iter()
+                .map(|a| member_prefix(&a.name))
+                .collect(),
             agg_errors: spec
                 .aggregates
                 .iter()
                 .map(|a| {
                     a.kind.relative_standard_error().map(|rse| {
-                        let mut field = member(&format!("{}_rse", a.name));
+                        let mut field = member_prefix(&format!("{}_rse", a.name));
                         crate::aggregate::write_rounded(&mut field, rse);
                         field
                     })
@@ -288,7 +286,7 @@ impl RowRenderer {
             table.key_bytes() + table.len() * (prefix.len() + aggregates + 2),
             table.key_bytes() + table.len() * (prefix.len() + 1),
         );
-        for (_, key, accs) in table.entries() {
+        for (key, accs) in table.entries() {
             rows.push(
                 |row| {
                     row.push_str(&prefix);
