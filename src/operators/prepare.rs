@@ -266,10 +266,14 @@ impl<C: Combiner> Preparer<C> {
     }
 
     fn passes_filter(&self, fields: &[Option<Scalar<'_>>]) -> bool {
-        self.spec.filters.iter().all(|f| {
-            fields[f.field]
-                .as_ref()
-                .is_some_and(|v| f.values.iter().any(|accepted| *accepted == *v.as_text()))
+        self.spec.filters.iter().all(|f| match &fields[f.field] {
+            None => false,
+            // Strings (the usual filter, e.g. `sev`) compare as they are, without a `Cow`.
+            Some(Scalar::Str(text)) => f.values.iter().any(|accepted| accepted == text),
+            Some(other) => {
+                let text = other.as_text();
+                f.values.iter().any(|accepted| *accepted == *text)
+            }
         })
     }
 

@@ -15,7 +15,7 @@
 use super::prepare::{Accepted, Combiner};
 use super::window::RowRenderer;
 use crate::aggregate::Acc;
-use crate::sinks::RowBatch;
+use crate::sinks::{RowBatch, RowKey};
 use crate::spec::Spec;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -279,20 +279,23 @@ pub fn session_aggregate<'scope>(
 /// `{"start_time":…,"end_time":…,"stream_duration_ms":…, group fields…, aggregates…}`.
 fn render(rows: &mut RowBatch, renderer: &RowRenderer, key: &str, start: u64, session: &Session) {
     use std::fmt::Write;
-    rows.push(
-        |json| {
-            let _ = write!(
-                json,
-                "{{\"start_time\":{start},\"end_time\":{},\"stream_duration_ms\":{}",
-                session.last,
-                session.last - start
-            );
-            renderer.write_key_and_aggregates(json, (start, session.last), key, &session.accs);
-        },
-        |row_key| {
-            let _ = write!(row_key, "{{\"start_time\":{start}{key}}}");
-        },
-    );
+    rows.push(|json| {
+        let _ = write!(json, "{{\"start_time\":{start}");
+        // The row's key: its start time and group members.
+        let head_end = json.len();
+        let _ = write!(
+            json,
+            ",\"end_time\":{},\"stream_duration_ms\":{}",
+            session.last,
+            session.last - start
+        );
+        let members = json.len();
+        renderer.write_key_and_aggregates(json, (start, session.last), key, &session.accs);
+        RowKey {
+            head_end,
+            members: (members, members + key.len()),
+        }
+    });
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::group_table::GroupTable;
 use super::prepare::{member_prefix, Accepted, Combiner};
 use crate::aggregate::Acc;
 use crate::extract::write_json_string;
-use crate::sinks::RowBatch;
+use crate::sinks::{RowBatch, RowKey};
 use crate::spec::Spec;
 use crate::window::CachedAssigner;
 use rustc_hash::FxHashMap;
@@ -284,21 +284,18 @@ impl RowRenderer {
         let mut rows = RowBatch::with_capacity(
             table.len(),
             table.key_bytes() + table.len() * (prefix.len() + aggregates + 2),
-            table.key_bytes() + table.len() * (prefix.len() + 1),
         );
         for (key, accs) in table.entries() {
-            rows.push(
-                |row| {
-                    row.push_str(&prefix);
-                    self.write_key_and_aggregates(row, (start, end), key, accs);
-                },
+            rows.push(|row| {
+                row.push_str(&prefix);
+                let members = row.len();
+                self.write_key_and_aggregates(row, (start, end), key, accs);
                 // The row's key: the row without its aggregates.
-                |row_key| {
-                    row_key.push_str(&prefix);
-                    row_key.push_str(key);
-                    row_key.push('}');
-                },
-            );
+                RowKey {
+                    head_end: members,
+                    members: (members, members + key.len()),
+                }
+            });
         }
         rows
     }

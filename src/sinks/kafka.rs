@@ -158,8 +158,11 @@ impl KafkaSink {
 
 impl RowSink for KafkaSink {
     fn write_rows(&self, batches: &[RowBatch]) -> Result<()> {
-        for (key, json) in batches.iter().flat_map(RowBatch::rows) {
-            self.0.send(Some(key), json.as_bytes())?;
+        let mut key = String::new();
+        for row in batches.iter().flat_map(RowBatch::rows) {
+            key.clear();
+            row.write_key(&mut key);
+            self.0.send(Some(&key), row.json.as_bytes())?;
         }
         self.0.check()
     }

@@ -21,42 +21,79 @@ pub struct ResultRow {
     pub json: String,
 }
 
-/// Result rows rendered into two buffers: the rows as JSON lines, ready to write as they are,
-/// and their keys (see `ResultRow`). One allocation per window, not two per row.
+/// Result rows rendered into one buffer of JSON lines, ready to write as they are. A row's key
+/// (see `ResultRow`) is not stored but built on demand from two spans of its JSON (`RowKey`):
+/// only the Kafka and PostgreSQL sinks need keys. One allocation per window, not one per row.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RowBatch {
     /// Every row followed by `\n`.
     lines: String,
-    keys: String,
-    /// Per row: where its JSON ends in `lines` and its key in `keys`.
-    ends: Vec<(usize, usize)>,
+    rows: Vec<RowEnds>,
+}
+
+/// Where one row's parts end in `RowBatch::lines`.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+struct RowEnds {
+    json: usize,
+    key: RowKey,
+}
+
+/// A row's key, as offsets into the batch's text: the key is `[row start, head_end)`, then
+/// `members`, then `}`. Window rows key on their time fields and group members, which are
+/// adjacent (`head_end == members.0`); session rows have their end time in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowKey {
+    pub head_end: usize,
+    pub members: (usize, usize),
+}
+
+/// One row of a batch: its JSON object and the parts of its key.
+pub struct Row<'a> {
+    pub json: &'a str,
+    key_head: &'a str,
+    key_members: &'a str,
+}
+
+impl Row<'_> {
+    /// Appends the row's key to `out`.
+    pub fn write_key(&self, out: &mut String) {
+        out.reserve(self.key_head.len() + self.key_members.len() + 1);
+        out.push_str(self.key_head);
+        out.push_str(self.key_members);
+        out.push('}');
+    }
+
+    pub fn key(&self) -> String {
+        let mut key = String::new();
+        self.write_key(&mut key);
+        key
+    }
 }
 
 impl RowBatch {
-    /// An empty batch with room for `rows` rows of `line_bytes` and keys of `key_bytes` in all.
-    pub fn with_capacity(rows: usize, line_bytes: usize, key_bytes: usize) -> Self {
+    /// An empty batch with room for `rows` rows of `line_bytes` in all.
+    pub fn with_capacity(rows: usize, line_bytes: usize) -> Self {
         RowBatch {
             lines: String::with_capacity(line_bytes),
-            keys: String::with_capacity(key_bytes),
-            ends: Vec::with_capacity(rows),
+            rows: Vec::with_capacity(rows),
         }
     }
 
-    /// Appends a row: `json` writes the JSON object, `key` its key.
-    pub fn push(&mut self, json: impl FnOnce(&mut String), key: impl FnOnce(&mut String)) {
-        json(&mut self.lines);
-        let json_end = self.lines.len();
+    /// Appends a row: `write` appends the JSON object to the text it is given and returns where
+    /// the row's key parts are in that text.
+    pub fn push(&mut self, write: impl FnOnce(&mut String) -> RowKey) {
+        let key = write(&mut self.lines);
+        let json = self.lines.len();
         self.lines.push('\n');
-        key(&mut self.keys);
-        self.ends.push((json_end, self.keys.len()));
+        self.rows.push(RowEnds { json, key });
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.rows.is_empty()
     }
 
     /// All rows as newline-terminated JSON lines.
@@ -64,12 +101,17 @@ impl RowBatch {
         &self.lines
     }
 
-    /// `(key, json)` of every row.
-    pub fn rows(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut from = (0, 0);
-        self.ends.iter().map(move |&(json_end, key_end)| {
-            let row = (&self.keys[from.1..key_end], &self.lines[from.0..json_end]);
-            from = (json_end + 1, key_end);
+    /// Every row with its key.
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> + '_ {
+        let mut start = 0;
+        self.rows.iter().map(move |ends| {
+            let (from, to) = ends.key.members;
+            let row = Row {
+                json: &self.lines[start..ends.json],
+                key_head: &self.lines[start..ends.key.head_end],
+                key_members: &self.lines[from..to],
+            };
+            start = ends.json + 1;
             row
         })
     }
@@ -145,7 +187,9 @@ impl LineWriter {
                 }
                 let file = File::create(&path)
                     .with_context(|| format!("cannot create {}", path.display()))?;
-                Box::new(BufWriter::with_capacity(1 << 20, file))
+                // Rows come in whole windows: a batch larger than the buffer goes straight to
+                // the file instead of being copied through it; small ones still coalesce.
+                Box::new(BufWriter::with_capacity(1 << 16, file))
             }
         };
         Ok(LineWriter {
@@ -201,15 +245,39 @@ mod tests {
     #[test]
     fn a_batch_gives_back_each_row_and_key() {
         let mut batch = RowBatch::default();
-        for (key, json) in [("a|1", "{\"x\":1}"), ("", "{}"), ("b|22", "{\"y\":\"z\"}")] {
-            batch.push(|j| j.push_str(json), |k| k.push_str(key));
+        // (json, head length, members) per row: adjacent, apart, and an empty key.
+        for (json, head, members) in [
+            ("{\"t\":1,\"k\":\"a\",\"n\":2}", 6, (6, 14)),
+            ("{\"s\":5,\"e\":9,\"k\":\"b\"}", 6, (12, 20)),
+            ("{}", 0, (0, 0)),
+        ] {
+            batch.push(|text| {
+                let start = text.len();
+                text.push_str(json);
+                RowKey {
+                    head_end: start + head,
+                    members: (start + members.0, start + members.1),
+                }
+            });
         }
-        let rows: Vec<_> = batch.rows().collect();
+        let rows: Vec<_> = batch
+            .rows()
+            .map(|r| (r.key(), r.json.to_string()))
+            .collect();
+        let expected = [
+            ("{\"t\":1,\"k\":\"a\"}", "{\"t\":1,\"k\":\"a\",\"n\":2}"),
+            ("{\"s\":5,\"k\":\"b\"}", "{\"s\":5,\"e\":9,\"k\":\"b\"}"),
+            ("}", "{}"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(k, j)| (k.to_string(), j.to_string()))
+            .collect();
+        assert_eq!(rows, expected);
         assert_eq!(
-            rows,
-            vec![("a|1", "{\"x\":1}"), ("", "{}"), ("b|22", "{\"y\":\"z\"}")]
+            batch.lines(),
+            "{\"t\":1,\"k\":\"a\",\"n\":2}\n{\"s\":5,\"e\":9,\"k\":\"b\"}\n{}\n"
         );
-        assert_eq!(batch.lines(), "{\"x\":1}\n{}\n{\"y\":\"z\"}\n");
         assert_eq!(batch.len(), 3);
     }
 

@@ -377,9 +377,9 @@ impl RowSink for PostgresSink {
         let rows: Vec<ResultRow> = batches
             .iter()
             .flat_map(RowBatch::rows)
-            .map(|(key, json)| ResultRow {
-                key: key.to_string(),
-                json: json.to_string(),
+            .map(|row| ResultRow {
+                key: row.key(),
+                json: row.json.to_string(),
             })
             .collect();
         if rows.is_empty() {
