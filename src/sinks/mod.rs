@@ -187,9 +187,10 @@ impl LineWriter {
                 }
                 let file = File::create(&path)
                     .with_context(|| format!("cannot create {}", path.display()))?;
-                // Rows come in whole windows: a batch larger than the buffer goes straight to
-                // the file instead of being copied through it; small ones still coalesce.
-                Box::new(BufWriter::with_capacity(1 << 16, file))
+                // Rows come in whole windows and are flushed per call (`write_texts`): a batch
+                // larger than the buffer goes straight to the file instead of being copied
+                // through it; small ones (a few session rows) still coalesce.
+                Box::new(BufWriter::with_capacity(1 << 13, file))
             }
         };
         Ok(LineWriter {
