@@ -39,6 +39,10 @@ pub struct GroupTable {
     /// Entry numbers by key hash; empty after deserialization until `reindex`.
     #[serde(skip)]
     index: HashTable<usize>,
+    /// `(hash, entry)` of the last lookup: records often repeat the previous key (a dataflow
+    /// without group-by has a single one), and this skips the index probe for them.
+    #[serde(skip)]
+    last: Option<(u64, usize)>,
 }
 
 impl GroupTable {
@@ -58,6 +62,7 @@ impl GroupTable {
             hashes: Vec::with_capacity(entries),
             accs: Vec::with_capacity(entries * width),
             index: HashTable::with_capacity(entries),
+            last: None,
         }
     }
 
@@ -117,10 +122,19 @@ impl GroupTable {
         key: &str,
         new_accs: impl FnOnce() -> I,
     ) -> &mut [Acc] {
-        self.reindex();
-        let entry = match self.find(hash, key) {
-            Some(entry) => entry,
-            None => self.push(hash, key, new_accs()),
+        let entry = match self.last {
+            Some((last_hash, entry)) if last_hash == hash && same_key(self.key(entry), key) => {
+                entry
+            }
+            _ => {
+                self.reindex();
+                let entry = match self.find(hash, key) {
+                    Some(entry) => entry,
+                    None => self.push(hash, key, new_accs()),
+                };
+                self.last = Some((hash, entry));
+                entry
+            }
         };
         &mut self.accs[entry * self.width..(entry + 1) * self.width]
     }
