@@ -161,8 +161,12 @@ impl KafkaInput {
             // Reconnect quickly at first, then back off to at most 5 s between attempts.
             ("reconnect.backoff.ms", "100"),
             ("reconnect.backoff.max.ms", "5000"),
-            // Prefetch up to 64 MiB per partition so a busy worker rarely waits for the network.
-            ("queued.max.messages.kbytes", "65536"),
+            // Prefetch up to 2 MiB per partition, two fetch responses: a busy worker rarely waits
+            // for the network, and memory stays low (64 MiB: 420 MiB peak on 1M SPS events, most
+            // of it librdkafka's per-message structures; 2 MiB: 180-210 MiB, as fast).
+            ("queued.max.messages.kbytes", "2048"),
+            // Fetch again 10 ms after the prefetch was full, not 1 s: the worker drains it faster.
+            ("fetch.queue.backoff.ms", "10"),
             // Return a fetch as soon as 1 byte is there, or after 100 ms: low latency when live.
             ("fetch.wait.max.ms", "100"),
             // Read committed transactional data only, like any careful consumer.
