@@ -1,15 +1,18 @@
 //! The throughput ceiling for `scripts/kafka-bench.sh`: a plain librdkafka consumer (same crate,
 //! same bundled librdkafka, same fetch settings as the streamstats source) that assigns every
 //! partition of a topic, reads until each is at its high-water mark, and counts messages and bytes.
+//! Like the source, it takes each partition's messages in batches from a queue of their own
+//! (`streamstats::kafka::BatchQueue`, `rd_kafka_consume_batch_queue`), the fastest way
+//! librdkafka offers; it does nothing with them but count.
 //!
 //! Usage: kafka_drain HOST:PORT TOPIC [THREADS]   (one consumer per partition, THREADS threads)
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use streamstats::kafka::{BatchQueue, Fetched};
 
 fn consumer(brokers: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -17,10 +20,62 @@ fn consumer(brokers: &str) -> BaseConsumer {
         .set("group.id", "kafka-drain")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("queued.max.messages.kbytes", "65536")
+        .set("queued.max.messages.kbytes", "2048")
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer")
+}
+
+/// A consumer of its own reading partition `partition` from its beginning.
+fn open(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+) -> (Arc<BaseConsumer>, BatchQueue<DefaultConsumerContext>) {
+    let consumer = Arc::new(consumer(brokers));
+    let queue = BatchQueue::split(&consumer, topic, partition).expect("partition queue");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    (consumer, queue)
+}
+
+/// Reads `partitions` to their ends, in turn; returns (messages, bytes).
+fn drain(brokers: &str, topic: &str, partitions: &[i32]) -> (u64, u64) {
+    let mut open: Vec<_> = partitions
+        .iter()
+        .map(|&p| open(brokers, topic, p))
+        .collect();
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    while !open.is_empty() {
+        let mut got = 0;
+        open.retain_mut(|(consumer, queue)| {
+            // Serves the consumer's own queue (log lines, errors), as every consumer must.
+            if let Some(Err(e)) = consumer.poll(Duration::ZERO) {
+                panic!("{e}");
+            }
+            for _ in 0..10_000 {
+                match queue.take(Duration::ZERO) {
+                    Some(Fetched::Record { payload, .. }) => {
+                        got += 1;
+                        messages += 1;
+                        bytes += payload.len() as u64;
+                    }
+                    Some(Fetched::End) => return false,
+                    Some(Fetched::Error(e)) => panic!("{e}"),
+                    None => break,
+                }
+            }
+            true
+        });
+        if got == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    (messages, bytes)
 }
 
 fn main() {
@@ -44,48 +99,7 @@ fn main() {
                 .filter(|p| *p as usize % threads == t)
                 .collect();
             let (brokers, topic) = (brokers.clone(), topic.clone());
-            std::thread::spawn(move || {
-                let consumers: Vec<BaseConsumer> = mine
-                    .iter()
-                    .map(|&p| {
-                        let c = consumer(&brokers);
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                            .unwrap();
-                        c.assign(&tpl).unwrap();
-                        c
-                    })
-                    .collect();
-                let mut done = vec![false; consumers.len()];
-                let (mut messages, mut bytes) = (0u64, 0u64);
-                while done.iter().any(|d| !d) {
-                    let mut got = 0;
-                    for (i, c) in consumers.iter().enumerate() {
-                        if done[i] {
-                            continue;
-                        }
-                        for _ in 0..10_000 {
-                            match c.poll(Duration::ZERO) {
-                                Some(Ok(m)) => {
-                                    got += 1;
-                                    messages += 1;
-                                    bytes += m.payload().map_or(0, |p| p.len()) as u64;
-                                }
-                                Some(Err(KafkaError::PartitionEOF(_))) => {
-                                    done[i] = true;
-                                    break;
-                                }
-                                Some(Err(e)) => panic!("{e}"),
-                                None => break,
-                            }
-                        }
-                    }
-                    if got == 0 {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-                (messages, bytes)
-            })
+            std::thread::spawn(move || drain(&brokers, &topic, &mine))
         })
         .collect();
     let (mut messages, mut bytes) = (0, 0);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): events/s that `streamstats run --until-end` consumes and processes from
 # an 8-partition topic at -w 1 and -w 2, next to the rate at which a plain librdkafka consumer
-# (examples/kafka_drain.rs: same client library and fetch settings, no processing) drains the
-# same topic from the same broker: the ceiling. For context it also times the same events read
+# (examples/kafka_drain.rs: same client library and fetch settings, messages taken in batches like
+# the source, no processing) drains the same topic from the same broker: the ceiling. For context it also times the same events read
 # from the JSONL file, which shows how much of the time is processing rather than Kafka.
 #
 #   scripts/kafka-bench.sh [EVENTS]        (default 2000000 SPS events, ~200 MB)

@@ -8,13 +8,21 @@
 //!   suppressed lines is reported), so a broker outage is visible but never floods the log.
 //! - `owner` decides which global worker reads a partition; it depends only on the topic name,
 //!   the partition number and the number of workers, so every process computes the same map.
+//! - `BatchQueue` takes a partition's messages from librdkafka in batches, off the consumer's own
+//!   queue; that queue keeps librdkafka's log lines, errors and commit results, which the owner
+//!   must still serve (`BaseConsumer::poll`) for `Logger` to see them.
 
 use anyhow::{bail, Context, Result};
+use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use rdkafka::types::RDKafkaErrorCode;
+use std::ffi::CString;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A parsed `kafka://HOST:PORT[,HOST:PORT]/TOPIC`.
@@ -110,6 +118,7 @@ pub struct Logger {
     name: String,
     state: Mutex<(Option<Instant>, u64)>,
     trouble: AtomicBool,
+    warnings: AtomicU64,
 }
 
 impl Logger {
@@ -118,12 +127,18 @@ impl Logger {
             name: name.into(),
             state: Mutex::new((None, 0)),
             trouble: AtomicBool::new(false),
+            warnings: AtomicU64::new(0),
         }
     }
 
     /// True after a warning or error, until `clear_trouble` (a successful fetch).
     pub fn troubled(&self) -> bool {
         self.trouble.load(Ordering::Relaxed)
+    }
+
+    /// How many warnings and errors there have been (printed or not).
+    pub fn warnings(&self) -> u64 {
+        self.warnings.load(Ordering::Relaxed)
     }
 
     pub fn clear_trouble(&self) {
@@ -133,6 +148,7 @@ impl Logger {
     /// Prints `message` unless a line was printed less than a second ago.
     pub fn warn(&self, message: &str) {
         self.trouble.store(true, Ordering::Relaxed);
+        self.warnings.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().expect("logger lock");
         let now = Instant::now();
         if state
@@ -162,7 +178,6 @@ impl ClientContext for Logger {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is news, not trouble (the consumer's poll reports it too).
-        use rdkafka::types::RDKafkaErrorCode;
         if !matches!(
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
@@ -173,6 +188,178 @@ impl ClientContext for Logger {
 }
 
 impl rdkafka::consumer::ConsumerContext for Logger {}
+
+/// Most messages one `BatchQueue` takes from librdkafka at a time (8 KiB of pointers).
+pub const BATCH: usize = 1024;
+
+/// One partition's messages, split off its consumer's queue and taken in batches: one call into
+/// librdkafka (one lock of the queue, no clock read) per batch instead of per message, and no
+/// event object or `Arc` per message as with `BaseConsumer::poll`.
+pub struct BatchQueue<C: ConsumerContext + 'static> {
+    /// The partition's fetch queue (our reference to it, released in `drop`).
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    /// Messages taken from `queue` and owned by us until destroyed; `messages[next..]` have not
+    /// been handed out by `take` yet.
+    messages: Vec<*mut rdsys::rd_kafka_message_t>,
+    next: usize,
+    /// Keeps the client, which owns the queue and the messages' memory, alive until `drop`.
+    _consumer: Arc<BaseConsumer<C>>,
+}
+
+/// One message of a `BatchQueue`.
+pub enum Fetched<'a> {
+    Record {
+        offset: i64,
+        payload: &'a [u8],
+    },
+    /// The partition's high-water mark was reached (`enable.partition.eof`).
+    End,
+    /// A fetch failed: the error and librdkafka's description.
+    Error(String),
+}
+
+impl<C: ConsumerContext + 'static> BatchQueue<C> {
+    /// Gives partition `partition` of `topic` a queue of its own. Call it before `assign`, so
+    /// that no message of the partition is ever put on the consumer's queue.
+    pub fn split(consumer: &Arc<BaseConsumer<C>>, topic: &str, partition: i32) -> Result<Self> {
+        let name = CString::new(topic).context("topic name with a NUL byte")?;
+        let client = consumer.client().native_ptr();
+        // SAFETY: `client` is a live client (we hold `consumer`) and `name` a NUL-terminated
+        // string that outlives the call; the result is a new reference we own, or null.
+        let queue =
+            unsafe { rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition) };
+        let Some(queue) = NonNull::new(queue) else {
+            bail!("{topic}/{partition}: librdkafka has no queue for this partition");
+        };
+        // SAFETY: `queue` is the valid queue obtained above; forwarding to null keeps the
+        // partition's messages on it, and librdkafka's later fetch starts respect that choice.
+        unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
+        Ok(BatchQueue {
+            queue,
+            messages: Vec::with_capacity(BATCH),
+            next: 0,
+            _consumer: Arc::clone(consumer),
+        })
+    }
+
+    /// The next message, waiting up to `wait` for one if none is at hand.
+    pub fn take(&mut self, wait: Duration) -> Option<Fetched<'_>> {
+        if self.next == self.messages.len() && self.fetch(wait) == 0 {
+            return None;
+        }
+        self.next += 1;
+        // SAFETY: an undestroyed message from librdkafka; `&mut self` for the borrow keeps
+        // `fetch`, `discard` and `drop` (the only places that destroy messages) away from it.
+        Some(unsafe { fetched(self.messages[self.next - 1]) })
+    }
+
+    /// The `i`th message after those handed out, without taking it, waiting up to `wait` for
+    /// more; `None` if none came, or if `i` is beyond what one batch can hold.
+    pub fn peek(&mut self, i: usize, wait: Duration) -> Option<Fetched<'_>> {
+        if self.next + i >= self.messages.len() && i < BATCH {
+            self.fetch(wait);
+        }
+        let message = *self.messages.get(self.next + i)?;
+        // SAFETY: as in `take`.
+        Some(unsafe { fetched(message) })
+    }
+
+    /// Messages that librdkafka or this queue hold and `take` has not handed out yet.
+    pub fn queued(&self) -> usize {
+        // SAFETY: `queue` is valid until `drop`.
+        let waiting = unsafe { rdsys::rd_kafka_queue_length(self.queue.as_ptr()) };
+        waiting + self.messages.len() - self.next
+    }
+
+    /// Messages taken from librdkafka that `take` has not handed out yet.
+    pub fn pending(&self) -> usize {
+        self.messages.len() - self.next
+    }
+
+    /// Destroys every message taken from librdkafka (none is borrowed: we have `&mut self`).
+    pub fn discard(&mut self) {
+        self.destroy_first(self.messages.len());
+    }
+
+    /// Destroys the first `count` messages taken from librdkafka.
+    fn destroy_first(&mut self, count: usize) {
+        for message in self.messages.drain(..count) {
+            // SAFETY: each message was returned by librdkafka, is destroyed exactly once (it
+            // leaves `messages` here), and no reference to it outlives the `&mut self` borrow.
+            unsafe { rdsys::rd_kafka_message_destroy(message) };
+        }
+        self.next = self.next.saturating_sub(count);
+    }
+
+    /// Destroys the messages handed out and appends what librdkafka has (up to `BATCH` in all),
+    /// waiting up to `wait` for the first if it has none. Returns how many were appended.
+    fn fetch(&mut self, wait: Duration) -> usize {
+        self.destroy_first(self.next);
+        let mut got = self.consume(Duration::ZERO, BATCH - self.messages.len());
+        if got == 0 && !wait.is_zero() {
+            // Returns as soon as one message is there: asked for more, librdkafka would wait
+            // for all of them.
+            got = self.consume(wait, 1);
+            if got == 1 {
+                got += self.consume(Duration::ZERO, BATCH - self.messages.len());
+            }
+        }
+        got
+    }
+
+    /// Appends up to `most` messages, waiting up to `wait` until there are that many.
+    fn consume(&mut self, wait: Duration, most: usize) -> usize {
+        let most = most.min(self.messages.capacity() - self.messages.len());
+        if most == 0 {
+            return 0;
+        }
+        let timeout = wait.as_millis().try_into().unwrap_or(i32::MAX);
+        let free = self.messages.spare_capacity_mut().as_mut_ptr().cast();
+        // SAFETY: `queue` is valid; `free` has room for at least `most` message pointers.
+        let got = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(self.queue.as_ptr(), timeout, free, most)
+        };
+        // A negative count (an invalid queue) is not possible for a queue from a live consumer.
+        let got = usize::try_from(got).unwrap_or(0).min(most);
+        // SAFETY: librdkafka wrote `got` valid message pointers into the spare capacity.
+        unsafe { self.messages.set_len(self.messages.len() + got) };
+        got
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for BatchQueue<C> {
+    fn drop(&mut self) {
+        self.discard();
+        // SAFETY: our own reference to the queue, released once; the client is still alive
+        // (`_consumer` is dropped after this).
+        unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+    }
+}
+
+/// What a message from librdkafka holds.
+///
+/// SAFETY: `message` must be a valid, undestroyed message that outlives `'a`.
+unsafe fn fetched<'a>(message: *const rdsys::rd_kafka_message_t) -> Fetched<'a> {
+    let message = &*message;
+    let payload = if message.payload.is_null() {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(message.payload.cast::<u8>(), message.len)
+    };
+    match message.err {
+        rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Fetched::Record {
+            offset: message.offset,
+            payload,
+        },
+        rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF => Fetched::End,
+        // An error message's payload is librdkafka's description of it.
+        err => Fetched::Error(format!(
+            "{}: {}",
+            KafkaError::MessageConsumption(RDKafkaErrorCode::from(err)),
+            String::from_utf8_lossy(payload)
+        )),
+    }
+}
 
 /// Runs a future to completion on this thread (the admin API returns futures; we have no runtime).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
