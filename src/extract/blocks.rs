@@ -56,9 +56,9 @@ impl Kernel {
         all
     }
 
-    /// The byte classes of `chunk` (tests compare the kernels through this).
-    #[cfg(test)]
-    fn classify(self, chunk: &[u8; 64]) -> Classes {
+    /// The byte classes of `chunk`, without the escape and string carries of `Blocks` (the
+    /// short-line path needs no more; tests compare the kernels through this).
+    pub(super) fn classify(self, chunk: &[u8; 64]) -> Classes {
         match self {
             Kernel::Portable => classify_portable(chunk),
             // SAFETY: SSE2 is part of the x86_64 baseline.
@@ -73,15 +73,15 @@ impl Kernel {
 
 /// The byte classes of one block, before escapes and strings are taken into account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Classes {
-    quote: u64,
-    backslash: u64,
+pub(super) struct Classes {
+    pub quote: u64,
+    pub backslash: u64,
     /// Below 0x20.
-    control: u64,
+    pub control: u64,
     /// 0x80 and above.
-    non_ascii: u64,
+    pub non_ascii: u64,
     /// `{`, `}`, `[` or `]`.
-    bracket: u64,
+    pub bracket: u64,
 }
 
 /// The masks of one block.

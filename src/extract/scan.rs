@@ -17,7 +17,10 @@
 //!   bit-identical to the reference.
 //!
 //! Strings and brackets come from the 64-byte block masks of `blocks` (each block classified
-//! once per line); root scalars, whitespace and punctuation are read byte by byte.
+//! once per line); root scalars, whitespace and punctuation are read byte by byte. Short flat
+//! lines take a fast path (`short`) that gives up, to this scanner, on anything else.
+
+mod short;
 
 use super::blocks::{Blocks, Kernel};
 use super::{Scalar, ScalarValue};
@@ -34,43 +37,90 @@ struct Scanner<'a> {
     line_text: Option<Option<&'a str>>,
 }
 
-/// The wanted root keys, laid out for matching: length and first eight bytes first.
+/// The wanted root keys, laid out for matching: a hash table (linear probing, at most half full)
+/// over a key's length and first eight bytes, so that a key costs one or two entry comparisons
+/// however many fields there are.
 pub struct Keys {
     names: Vec<String>,
-    /// Per name: its length and its first (up to) eight bytes, little-endian, zero-padded.
-    heads: Vec<(usize, u64)>,
+    /// Each distinct name once, at the slot of its length and head, or the next free one after.
+    table: Vec<Entry>,
+    /// `64 - log2(table.len())`: slots are the top bits of a hash.
+    shift: u32,
 }
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The name's length, or `FREE`.
+    len: usize,
+    /// The name's first (up to) eight bytes, little-endian, zero-padded (see `head`).
+    head: u64,
+    /// The name's first index in the field list.
+    field: usize,
+}
+
+/// The length of a free entry: no key is that long.
+const FREE: usize = usize::MAX;
 
 impl Keys {
     pub fn new(names: &[String]) -> Keys {
-        let heads = names
-            .iter()
-            .map(|n| (n.len(), head(n.as_bytes(), 0, n.len())))
-            .collect();
-        Keys {
+        let size = (2 * names.len()).next_power_of_two().max(8);
+        let mut keys = Keys {
             names: names.to_vec(),
-            heads,
+            table: vec![
+                Entry {
+                    len: FREE,
+                    head: 0,
+                    field: 0,
+                };
+                size
+            ],
+            shift: 64 - size.trailing_zeros(),
+        };
+        for (field, name) in names.iter().enumerate() {
+            let name = name.as_bytes();
+            if keys.find(name, head(name, 0, name.len())).is_some() {
+                continue; // a field listed twice is found at its first index
+            }
+            let mut at = keys.slot(name.len(), head(name, 0, name.len()));
+            while keys.table[at].len != FREE {
+                at = (at + 1) & (size - 1);
+            }
+            keys.table[at] = Entry {
+                len: name.len(),
+                head: head(name, 0, name.len()),
+                field,
+            };
         }
+        keys
+    }
+
+    /// The first slot to look a key up at, from its length and head.
+    #[inline(always)]
+    fn slot(&self, len: usize, head: u64) -> usize {
+        (head
+            .wrapping_add(len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> self.shift) as usize
     }
 
     /// The index of the first name equal to `key`, whose head (see `head`) is `key_head`.
-    /// Every name is compared, without early exit: most keys are unwanted, and which of a few
-    /// names a key is near is unpredictable.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &[u8], key_head: u64) -> Option<usize> {
-        let mut found = usize::MAX;
-        for (i, &(len, head)) in self.heads.iter().enumerate().rev() {
-            if len == key.len() && head == key_head {
-                found = i;
+        let mask = self.table.len() - 1;
+        let mut at = self.slot(key.len(), key_head);
+        loop {
+            let entry = self.table[at & mask];
+            // Long keys sharing a head are compared whole.
+            if entry.len == key.len()
+                && entry.head == key_head
+                && (key.len() <= 8 || self.names[entry.field].as_bytes() == key)
+            {
+                return Some(entry.field);
             }
-        }
-        if found == usize::MAX {
-            None
-        } else if key.len() <= 8 {
-            Some(found)
-        } else {
-            // Long keys sharing a head: compare them whole.
-            self.names.iter().position(|n| n.as_bytes() == key)
+            if entry.len == FREE {
+                return None;
+            }
+            at += 1;
         }
     }
 
@@ -101,8 +151,26 @@ fn head(bytes: &[u8], at: usize, len: usize) -> u64 {
     }
 }
 
-/// Fills `out[i]` with the value of root key `keys.names[i]`; see the module contract.
+/// Fills `out[i]` (all `None` on entry) with the value of root key `keys.names[i]`; see the
+/// module contract. Short flat lines take the fast path of `short`.
 pub fn extract<'a>(
+    keys: &Keys,
+    kernel: Kernel,
+    line: &'a [u8],
+    out: &mut [Option<Scalar<'a>>],
+) -> Result<(), String> {
+    if line.len() <= short::MAX_LEN {
+        if short::extract(keys, kernel, line, out).is_some() {
+            return Ok(());
+        }
+        // The fast path gave up, maybe after filling some fields.
+        out.fill(None);
+    }
+    general(keys, kernel, line, out)
+}
+
+/// `extract` without the fast path.
+fn general<'a>(
     keys: &Keys,
     kernel: Kernel,
     line: &'a [u8],
@@ -302,41 +370,19 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Skips a number, checking the JSON grammar `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn skip_number(&mut self) -> Scan<()> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.skip_digits(),
-            _ => return Err("invalid number"),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            self.require_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            self.require_digits()?;
-        }
-        Ok(())
-    }
-
+    /// Skips the number at `pos` (see `number_end`); returns whether it is an integer.
     #[inline]
-    fn skip_digits(&mut self) {
-        self.pos += digit_run(self.bytes, self.pos);
-    }
-
-    fn require_digits(&mut self) -> Scan<()> {
-        if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            return Err("invalid number");
+    fn number(&mut self) -> Scan<bool> {
+        match number_end(self.bytes, self.pos) {
+            Ok((end, integer)) => {
+                self.pos = end;
+                Ok(integer)
+            }
+            Err(at) => {
+                self.pos = at;
+                Err("invalid number")
+            }
         }
-        self.skip_digits();
-        Ok(())
     }
 
     fn literal(&mut self, text: &[u8]) -> Scan<()> {
@@ -363,7 +409,7 @@ impl<'a> Scanner<'a> {
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
             _ => Err("expected a value"),
         }
     }
@@ -454,11 +500,6 @@ impl<'a> Scanner<'a> {
     fn wanted_value(&mut self, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
-        let decode = |slice: &'a [u8]| {
-            serde_json::from_slice::<ScalarValue<'a>>(slice)
-                .map(|v| v.0)
-                .map_err(|_| "undecodable value")
-        };
         match self.peek() {
             Some(b'"') => {
                 let (_, contents) = self.string()?;
@@ -473,25 +514,8 @@ impl<'a> Scanner<'a> {
                 Ok(Scalar::Str(Cow::Borrowed(text)))
             }
             Some(b'-' | b'0'..=b'9') => {
-                // One pass for the common plain integer: up to 18 digits, no leading zero, no
-                // fraction or exponent, not `-0` (serde_json reads that as the float -0.0).
-                let negative = self.peek() == Some(b'-');
-                let digits = start + usize::from(negative);
-                let count = digit_run(bytes, digits);
-                let end = digits + count;
-                let magnitude = bytes[digits..end].iter().fold(0i64, |n, d| {
-                    n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'))
-                });
-                let plain = (1..=18).contains(&count)
-                    && (bytes[digits] != b'0' || (count == 1 && !negative))
-                    && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
-                if plain {
-                    self.pos = end;
-                    return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
-                }
-                // Anything else is checked here and decoded by serde_json.
-                self.skip_number()?;
-                decode(&bytes[start..self.pos])
+                let integer = self.number()?;
+                number_value(&bytes[start..self.pos], integer)
             }
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
@@ -500,6 +524,64 @@ impl<'a> Scanner<'a> {
             _ => Err("expected a value"),
         }
     }
+}
+
+/// A value that needs number or escape decoding, decoded by serde_json.
+fn decode(text: &[u8]) -> Scan<Scalar<'_>> {
+    serde_json::from_slice::<ScalarValue>(text)
+        .map(|v| v.0)
+        .map_err(|_| "undecodable value")
+}
+
+/// The end of the number at `bytes[at..]`, checking the JSON grammar
+/// `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, and whether it is an integer (no fraction or
+/// exponent); else the position of the first byte breaking the grammar.
+#[inline(always)]
+fn number_end(bytes: &[u8], mut at: usize) -> Result<(usize, bool), usize> {
+    let byte = |i: usize| bytes.get(i).copied();
+    at += usize::from(byte(at) == Some(b'-'));
+    match byte(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at += digit_run(bytes, at),
+        _ => return Err(at),
+    }
+    let mut integer = true;
+    if byte(at) == Some(b'.') {
+        at = required_digits(bytes, at + 1)?;
+        integer = false;
+    }
+    if let Some(b'e' | b'E') = byte(at) {
+        at += 1;
+        at += usize::from(matches!(byte(at), Some(b'+' | b'-')));
+        at = required_digits(bytes, at)?;
+        integer = false;
+    }
+    Ok((at, integer))
+}
+
+/// The end of the digits at `bytes[at..]`, of which there must be one at least (else `Err(at)`).
+#[inline]
+fn required_digits(bytes: &[u8], at: usize) -> Result<usize, usize> {
+    match digit_run(bytes, at) {
+        0 => Err(at),
+        run => Ok(at + run),
+    }
+}
+
+/// A number `number_end` accepted, as serde_json reads it: the common plain integer (up to 18
+/// digits, which fit an `i64`) here, anything else by serde_json. `-0` is not plain: serde_json
+/// reads it as the float -0.0.
+#[inline]
+fn number_value(text: &[u8], integer: bool) -> Scan<Scalar<'_>> {
+    let negative = text[0] == b'-';
+    let digits = &text[usize::from(negative)..];
+    if integer && digits.len() <= 18 && !(negative && digits == b"0") {
+        let magnitude = digits
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+        return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
+    }
+    decode(text)
 }
 
 const SIMPLE: u8 = 1;
@@ -669,6 +751,28 @@ mod tests {
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             assert_eq!(digit_run(&bytes, at), want, "{bytes:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn keys_find_every_field_of_a_long_list() {
+        // Many names, so that slots collide; long ones share their first eight bytes.
+        let names: Vec<String> = (0..200)
+            .map(|i| match i % 3 {
+                0 => format!("k{i}"),
+                1 => format!("a_long_key_{i}"),
+                _ => format!("{i}"),
+            })
+            .collect();
+        let keys = Keys::new(&names);
+        let find = |key: &str| keys.find(key.as_bytes(), head(key.as_bytes(), 0, key.len()));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(find(name), Some(i), "{name}");
+            assert_eq!(find(&format!("{name}x")), None, "{name}x");
+            assert_eq!(
+                find(&name[1..]).map(|f| &names[f]),
+                names.iter().find(|n| **n == name[1..])
+            );
         }
     }
 
