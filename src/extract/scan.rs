@@ -39,9 +39,12 @@ struct Scanner<'a> {
 
 /// The wanted root keys, laid out for matching: a hash table (linear probing, at most half full)
 /// over a key's length and first eight bytes, so that a key costs one or two entry comparisons
-/// however many fields there are.
+/// however many fields there are; before it, a one-word filter on length and first byte.
 pub struct Keys {
     names: Vec<String>,
+    /// The names' `class_bit`s: a key whose bit is clear is no name (most unwanted keys of a
+    /// long line, told apart without reading their heads).
+    filter: u64,
     /// Each distinct name once, at the slot of its length and head, or the next free one after.
     table: Vec<Entry>,
     /// `64 - log2(table.len())`: slots are the top bits of a hash.
@@ -66,6 +69,10 @@ impl Keys {
         let size = (2 * names.len()).next_power_of_two().max(8);
         let mut keys = Keys {
             names: names.to_vec(),
+            filter: names
+                .iter()
+                .map(|n| class_bit(n.as_bytes(), 0, n.len()))
+                .fold(0, |filter, bit| filter | bit),
             table: vec![
                 Entry {
                     len: FREE,
@@ -124,9 +131,26 @@ impl Keys {
         }
     }
 
+    /// `find` for the key `line[at..at + len]`, filtered first (see `filter`).
+    #[inline(always)]
+    fn find_in(&self, line: &[u8], at: usize, len: usize) -> Option<usize> {
+        if self.filter & class_bit(line, at, len) == 0 {
+            return None;
+        }
+        self.find(&line[at..at + len], head(line, at, len))
+    }
+
     fn find_decoded(&self, key: &str) -> Option<usize> {
         self.names.iter().position(|n| n == key)
     }
+}
+
+/// The filter bit of the key `bytes[at..at + len]`, from its length and first byte (for an empty
+/// key, the byte after it: in a line, its closing quote).
+#[inline(always)]
+fn class_bit(bytes: &[u8], at: usize, len: usize) -> u64 {
+    let first = bytes.get(at).copied().unwrap_or(b'"');
+    1 << ((len + 3 * usize::from(first)) & 63)
 }
 
 /// The first `min(len, 8)` bytes of `bytes[at..]` as a little-endian u64, zero-padded.
@@ -204,25 +228,33 @@ struct Contents {
 
 impl<'a> Scanner<'a> {
     fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
-        self.skip_whitespace();
-        self.expect(b'{', "expected an object")?;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
+        if self.token() != Some(b'{') {
+            return Err("expected an object");
+        }
+        self.pos += 1;
+        let mut next = self.token();
+        if next == Some(b'}') {
             self.pos += 1;
         } else {
             loop {
-                self.skip_whitespace();
-                let wanted = self.root_key(keys)?;
-                self.skip_whitespace();
-                self.expect(b':', "expected `:`")?;
-                self.skip_whitespace();
-                match wanted {
-                    Some(i) => out[i] = Some(self.wanted_value(keys.names.len())?),
-                    None => self.skip_value()?,
+                if next != Some(b'"') {
+                    return Err("expected a key");
                 }
-                self.skip_whitespace();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
+                let wanted = self.root_key(keys)?;
+                if self.token() != Some(b':') {
+                    return Err("expected `:`");
+                }
+                self.pos += 1;
+                let first = self.token();
+                match wanted {
+                    Some(i) => out[i] = Some(self.wanted_value(first, keys.names.len())?),
+                    None => self.skip_value(first)?,
+                }
+                match self.token() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        next = self.token();
+                    }
                     Some(b'}') => {
                         self.pos += 1;
                         break;
@@ -231,41 +263,29 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        self.skip_whitespace();
-        if self.pos != self.bytes.len() {
+        if self.token().is_some() {
             return Err("trailing characters");
         }
         Ok(())
     }
 
+    /// Moves past whitespace; returns the byte there, if the line goes on (read once: every
+    /// caller goes on with it).
     #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+    fn token(&mut self) -> Option<u8> {
+        while let Some(&byte) = self.bytes.get(self.pos) {
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(byte);
+            }
             self.pos += 1;
         }
+        None
     }
 
-    #[inline]
-    fn expect(&mut self, byte: u8, reason: &'static str) -> Scan<()> {
-        if self.peek() != Some(byte) {
-            return Err(reason);
-        }
-        self.pos += 1;
-        Ok(())
-    }
-
-    /// Reads a root key and returns the index of the field it names, if any.
+    /// Reads the root key at `pos` (a quote) and returns the index of the field it names, if any.
     #[inline]
     fn root_key(&mut self, keys: &Keys) -> Scan<Option<usize>> {
         let start = self.pos;
-        if self.peek() != Some(b'"') {
-            return Err("expected a key");
-        }
         let (raw, contents) = self.string()?;
         if contents.escapes {
             let mut buffer = [0u8; SHORT_KEY];
@@ -278,7 +298,7 @@ impl<'a> Scanner<'a> {
                 .map_err(|_| "bad key")?;
             return Ok(keys.find_decoded(&key));
         }
-        let found = keys.find(raw, head(self.bytes, start + 1, raw.len()));
+        let found = keys.find_in(self.bytes, start + 1, raw.len());
         // Root keys must be UTF-8 (serde_json checks them); one equal to a field is.
         if found.is_none() && contents.non_ascii && std::str::from_utf8(raw).is_err() {
             self.pos = start;
@@ -323,21 +343,20 @@ impl<'a> Scanner<'a> {
             let block = self.blocks.block;
             let live = !0u64 << (from - base);
             let quotes = block.quotes & live;
-            // Up to and including the closing quote, when it is in this block.
-            let span = if quotes == 0 {
-                live
-            } else {
-                live & (quotes ^ (quotes - 1))
-            };
-            let controls = block.controls & span;
-            if controls != 0 {
-                self.pos = base + controls.trailing_zeros() as usize;
-                return Err("control character in a string");
-            }
-            contents.non_ascii |= block.non_ascii & span != 0;
-            if block.backslashes & span != 0 {
-                contents.escapes = true;
-                self.check_escapes(block.escaped & span, base)?;
+            // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
+            let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
+            // Most strings are plain ASCII: one test.
+            if (block.controls | block.non_ascii | block.backslashes) & span != 0 {
+                let controls = block.controls & span;
+                if controls != 0 {
+                    self.pos = base + controls.trailing_zeros() as usize;
+                    return Err("control character in a string");
+                }
+                contents.non_ascii |= block.non_ascii & span != 0;
+                if block.backslashes & span != 0 {
+                    contents.escapes = true;
+                    self.check_escapes(block.escaped & span, base)?;
+                }
             }
             if quotes != 0 {
                 let close = base + quotes.trailing_zeros() as usize;
@@ -399,19 +418,32 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips one root value. Scalars are checked fully; an object or array is skipped by
-    /// matching its brackets (see the module contract).
+    /// Skips the root value at `pos`, whose first byte is `first`. Scalars are checked fully;
+    /// an object or array is skipped by matching its brackets (see the module contract).
     #[inline]
-    fn skip_value(&mut self) -> Scan<()> {
-        match self.peek() {
+    fn skip_value(&mut self, first: Option<u8>) -> Scan<()> {
+        match first {
             Some(b'"') => self.string().map(|_| ()),
-            Some(b'{' | b'[') => self.skip_container(),
+            Some(b'{' | b'[') => self.container(),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
             _ => Err("expected a value"),
         }
+    }
+
+    /// Skips the object or array opening at `pos`.
+    #[inline]
+    fn container(&mut self) -> Scan<()> {
+        // A quarter of the frames' root values are `[]` or `{}`: no need to walk brackets.
+        // (`]` and `}` follow `[` and `{` by two in ASCII.)
+        let opener = self.bytes[self.pos];
+        if self.bytes.get(self.pos + 1) == Some(&(opener + 2)) {
+            self.pos += 2;
+            return Ok(());
+        }
+        self.skip_container()
     }
 
     /// Skips the object or array opening at `pos`, of any depth: walks the brackets outside
@@ -495,12 +527,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Reads a wanted root value; plain strings and small integers are decoded here, anything
-    /// needing escape or float decoding by serde_json.
-    fn wanted_value(&mut self, fields: usize) -> Scan<Scalar<'a>> {
+    /// Reads the wanted root value at `pos`, whose first byte is `first`; plain strings and
+    /// small integers are decoded here, anything needing escape or float decoding by serde_json.
+    fn wanted_value(&mut self, first: Option<u8>, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
-        match self.peek() {
+        match first {
             Some(b'"') => {
                 let (_, contents) = self.string()?;
                 if contents.escapes {
@@ -520,7 +552,7 @@ impl<'a> Scanner<'a> {
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Scalar::Null),
-            Some(b'{' | b'[') => self.skip_container().map(|()| Scalar::Nested),
+            Some(b'{' | b'[') => self.container().map(|()| Scalar::Nested),
             _ => Err("expected a value"),
         }
     }
@@ -601,7 +633,7 @@ static ESCAPES: [u8; 256] = {
 
 /// The number of ASCII digits at `bytes[at..]`, eight bytes at a time (SWAR: no branch per
 /// digit, whose count varies from number to number).
-#[inline]
+#[inline(always)]
 fn digit_run(bytes: &[u8], at: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     let mut run = 0;
@@ -765,7 +797,13 @@ mod tests {
             })
             .collect();
         let keys = Keys::new(&names);
-        let find = |key: &str| keys.find(key.as_bytes(), head(key.as_bytes(), 0, key.len()));
+        // Found alike with and without the filter, which must never hide a name.
+        let find = |key: &str| {
+            let found = keys.find(key.as_bytes(), head(key.as_bytes(), 0, key.len()));
+            let line = format!("\"{key}\"");
+            assert_eq!(keys.find_in(line.as_bytes(), 1, key.len()), found, "{key}");
+            found
+        };
         for (i, name) in names.iter().enumerate() {
             assert_eq!(find(name), Some(i), "{name}");
             assert_eq!(find(&format!("{name}x")), None, "{name}x");
