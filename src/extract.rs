@@ -201,8 +201,10 @@ impl JsonExtractor {
     /// Fills `out` (resized to the field count) from `line`; see the module contract.
     pub fn extract<'a>(&self, line: &'a [u8], out: &mut Fields<'a>) -> Result<(), String> {
         out.clear();
-        // Cheaper than `resize`, which clones its value per slot.
-        out.extend((0..self.fields.len()).map(|_| None));
+        // Cheaper than `resize` or `extend` (which reserve, and clone or iterate, per call).
+        for _ in 0..self.fields.len() {
+            out.push(None);
+        }
         scan::extract(&self.keys, self.kernel, line, out)
     }
 }

@@ -57,9 +57,23 @@ impl Kernel {
         all
     }
 
-    /// The byte classes of `chunk`, without the escape and string carries of `Blocks` (the
-    /// short-line path needs no more; tests compare the kernels through this).
-    pub(super) fn classify(self, chunk: &[u8; 64]) -> Classes {
+    /// The classes of a short line's two blocks that its fast path needs (no escapes or
+    /// strings: it gives up on backslashes).
+    pub(super) fn classify_short(self, bytes: &[u8; 128]) -> ShortClasses {
+        match self {
+            Kernel::Portable => short_classes(classify_portable, bytes),
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse2 => unsafe { classify_short_sse2(bytes) },
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { classify_short_avx2(bytes) },
+        }
+    }
+
+    /// The byte classes of `chunk` (tests compare the kernels through this).
+    #[cfg(test)]
+    fn classify(self, chunk: &[u8; 64]) -> Classes {
         match self {
             Kernel::Portable => classify_portable(chunk),
             // SAFETY: SSE2 is part of the x86_64 baseline.
@@ -80,15 +94,50 @@ fn avx2() -> bool {
 
 /// The byte classes of one block, before escapes and strings are taken into account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Classes {
-    pub quote: u64,
-    pub backslash: u64,
+struct Classes {
+    quote: u64,
+    backslash: u64,
     /// Below 0x20.
-    pub control: u64,
+    control: u64,
     /// 0x80 and above.
-    pub non_ascii: u64,
+    non_ascii: u64,
     /// `{`, `}`, `[` or `]`.
-    pub bracket: u64,
+    bracket: u64,
+}
+
+/// The byte classes of 128 bytes that the short-line path needs: bit `i` for byte `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ShortClasses {
+    pub quote: u128,
+    /// Backslashes and control characters.
+    pub odd: u128,
+    pub non_ascii: u128,
+}
+
+/// `ShortClasses` from the classes of the two blocks of `bytes` (the compiler drops the classes
+/// not used when `classify` is inlined).
+#[inline(always)]
+fn short_classes(classify: impl Fn(&[u8; 64]) -> Classes, bytes: &[u8; 128]) -> ShortClasses {
+    let (low, high) = bytes.split_at(64);
+    let [low, high] = [low, high].map(|half| classify(half.try_into().expect("64 bytes")));
+    let join = |low: u64, high: u64| u128::from(low) | u128::from(high) << 64;
+    ShortClasses {
+        quote: join(low.quote, high.quote),
+        odd: join(low.backslash | low.control, high.backslash | high.control),
+        non_ascii: join(low.non_ascii, high.non_ascii),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn classify_short_sse2(bytes: &[u8; 128]) -> ShortClasses {
+    short_classes(|chunk| classify_sse2(chunk), bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn classify_short_avx2(bytes: &[u8; 128]) -> ShortClasses {
+    short_classes(|chunk| classify_avx2(chunk), bytes)
 }
 
 /// The masks of one block.
@@ -402,6 +451,26 @@ mod tests {
         {
             // SAFETY: the CPU has PCLMULQDQ (`avx2`).
             assert_eq!(unsafe { prefix_xor_clmul(x) }, prefix_xor(x), "{x:#x}");
+        }
+    }
+
+    #[test]
+    fn short_classes_agree_with_the_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+        const BYTES: &[u8] = b"\"\\azAZ \x00\x1f\x20\x7f\x80\xff\xd0";
+        for _ in 0..20_000 {
+            let mut bytes = [0u8; 128];
+            for b in &mut bytes {
+                *b = BYTES[rng.gen_range(0..BYTES.len())];
+            }
+            let want = short_classes(classify_reference, &bytes);
+            for kernel in Kernel::available() {
+                assert_eq!(
+                    kernel.classify_short(&bytes),
+                    want,
+                    "{kernel:?} on {bytes:?}"
+                );
+            }
         }
     }
 

@@ -271,8 +271,19 @@ impl<'a> Scanner<'a> {
 
     /// Moves past whitespace; returns the byte there, if the line goes on (read once: every
     /// caller goes on with it).
-    #[inline]
+    #[inline(always)]
     fn token(&mut self) -> Option<u8> {
+        match self.bytes.get(self.pos) {
+            // No token starts with whitespace or below.
+            Some(&byte) if byte > b' ' => Some(byte),
+            _ => self.after_whitespace(),
+        }
+    }
+
+    /// `token` at whitespace or a control character (or the end): out of the way of compact
+    /// lines.
+    #[cold]
+    fn after_whitespace(&mut self) -> Option<u8> {
         while let Some(&byte) = self.bytes.get(self.pos) {
             if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
                 return Some(byte);

@@ -19,9 +19,11 @@ use std::borrow::Cow;
 /// The longest line taken: two blocks.
 pub const MAX_LEN: usize = 128;
 
-/// A line copied into a buffer padded with zeros: reads up to eight bytes past the end need no
-/// bounds checks, and a zero byte ends every token (no digit, literal or space is zero).
-type Padded = [u8; MAX_LEN + 8];
+/// A line copied into a zeroed buffer: reads past the end (up to eight bytes further, for words)
+/// see zeros, which end every token (no digit, literal or space is zero), and a position taken
+/// modulo its size (the walk never goes past `MAX_LEN + 8`) needs no bounds check.
+type Padded = [u8; PADDED];
+const PADDED: usize = 256;
 
 /// Fills `out[i]` with the value of root key `keys.names[i]`; see the module contract.
 pub fn extract<'a>(
@@ -34,7 +36,7 @@ pub fn extract<'a>(
     if len > MAX_LEN {
         return None;
     }
-    let mut padded: Padded = [0; MAX_LEN + 8];
+    let mut padded: Padded = [0; PADDED];
     padded[..len].copy_from_slice(line);
     let (quotes, text) = classify(kernel, &padded, line)?;
     let mut walk = Walk {
@@ -50,27 +52,20 @@ pub fn extract<'a>(
 /// backslash or a control character, or is not UTF-8.
 #[inline]
 fn classify<'a>(kernel: Kernel, padded: &Padded, line: &'a [u8]) -> Option<(u128, &'a str)> {
-    let low = kernel.classify(padded[..64].try_into().expect("64 bytes"));
-    let high = if line.len() > 64 {
-        kernel.classify(padded[64..128].try_into().expect("64 bytes"))
-    } else {
-        Default::default()
-    };
-    let join = |low: u64, high: u64| u128::from(low) | u128::from(high) << 64;
+    let classes = kernel.classify_short(padded[..MAX_LEN].try_into().expect("128 bytes"));
     // The padding is zeros: control characters past the end, which do not count.
     let live = u128::MAX
         .checked_shr((MAX_LEN - line.len()) as u32)
         .unwrap_or(0);
-    let odd = join(low.backslash | low.control, high.backslash | high.control);
-    if odd & live != 0 {
+    if classes.odd & live != 0 {
         return None;
     }
-    let text = if join(low.non_ascii, high.non_ascii) == 0 {
+    let text = if classes.non_ascii == 0 {
         super::ascii_text(line)
     } else {
         std::str::from_utf8(line).ok()?
     };
-    Some((join(low.quote, high.quote), text))
+    Some((classes.quote, text))
 }
 
 /// The walk over the root level of a short line.
@@ -85,23 +80,19 @@ struct Walk<'a, 'p> {
 
 impl<'a> Walk<'a, '_> {
     fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Option<()> {
-        self.skip_spaces();
         self.expect(b'{')?;
-        self.skip_spaces();
-        if self.byte() == b'}' {
+        if self.token() == b'}' {
             self.pos += 1;
         } else {
             loop {
                 let wanted = self.key(keys)?;
-                self.skip_spaces();
                 self.expect(b':')?;
-                self.skip_spaces();
+                let first = self.token();
                 match wanted {
-                    Some(i) => out[i] = Some(self.value()?),
-                    None => self.skip_value()?,
+                    Some(i) => out[i] = Some(self.value(first)?),
+                    None => self.skip_value(first)?,
                 }
-                self.skip_spaces();
-                match self.byte() {
+                match self.token() {
                     b',' => self.pos += 1,
                     b'}' => {
                         self.pos += 1;
@@ -109,29 +100,35 @@ impl<'a> Walk<'a, '_> {
                     }
                     _ => return None,
                 }
-                self.skip_spaces();
             }
         }
-        self.skip_spaces();
+        self.token();
         (self.pos == self.text.len()).then_some(())
     }
 
-    /// The byte at `pos`; zero past the end of the line.
-    #[inline]
-    fn byte(&self) -> u8 {
-        self.padded[self.pos]
+    /// Moves past spaces; returns the byte there (zero past the end of the line).
+    #[inline(always)]
+    fn token(&mut self) -> u8 {
+        let byte = self.padded[self.pos % PADDED];
+        if byte == b' ' {
+            return self.after_spaces();
+        }
+        byte
     }
 
-    #[inline]
-    fn skip_spaces(&mut self) {
-        while self.byte() == b' ' {
+    /// `token` when there are spaces: out of the way of compact lines.
+    #[cold]
+    fn after_spaces(&mut self) -> u8 {
+        while self.padded[self.pos % PADDED] == b' ' {
             self.pos += 1;
         }
+        self.padded[self.pos % PADDED]
     }
 
-    #[inline]
+    /// Moves past spaces and `byte`.
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
-        if self.byte() != byte {
+        if self.token() != byte {
             return None;
         }
         self.pos += 1;
@@ -141,7 +138,7 @@ impl<'a> Walk<'a, '_> {
     /// Reads a root key; returns the index of the field it names, if any.
     #[inline]
     fn key(&mut self, keys: &Keys) -> Option<Option<usize>> {
-        if self.byte() != b'"' {
+        if self.token() != b'"' {
             return None;
         }
         let start = self.pos + 1;
@@ -171,10 +168,11 @@ impl<'a> Walk<'a, '_> {
         Some(body)
     }
 
-    /// Reads a root value: a string or a scalar (anything else gives up).
+    /// Reads the root value at `pos`, whose first byte is `first`: a string or a scalar
+    /// (anything else gives up).
     #[inline]
-    fn value(&mut self) -> Option<Scalar<'a>> {
-        match self.byte() {
+    fn value(&mut self, first: u8) -> Option<Scalar<'a>> {
+        match first {
             b'"' => self.string().map(|s| Scalar::Str(Cow::Borrowed(s))),
             b'-' | b'0'..=b'9' => {
                 let start = self.pos;
@@ -190,8 +188,8 @@ impl<'a> Walk<'a, '_> {
 
     /// Moves past a root value, as `value` reads it.
     #[inline]
-    fn skip_value(&mut self) -> Option<()> {
-        match self.byte() {
+    fn skip_value(&mut self, first: u8) -> Option<()> {
+        match first {
             b'"' => self.string().map(|_| ()),
             b'-' | b'0'..=b'9' => self.number().map(|_| ()),
             b't' => self.literal(b"true"),
