@@ -619,12 +619,39 @@ fn number_value(text: &[u8], integer: bool) -> Scan<Scalar<'_>> {
     let negative = text[0] == b'-';
     let digits = &text[usize::from(negative)..];
     if integer && digits.len() <= 18 && !(negative && digits == b"0") {
-        let magnitude = digits
-            .iter()
-            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+        let magnitude = digits_value(digits) as i64;
         return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
     }
     decode(text)
+}
+
+/// The value of up to 19 ASCII digits, eight at a time (epoch times have 10 to 13).
+#[inline]
+fn digits_value(digits: &[u8]) -> u64 {
+    let mut eights = digits.chunks_exact(8);
+    let mut value = 0;
+    for eight in &mut eights {
+        let word = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
+        value = value * 100_000_000 + eight_digits(word);
+    }
+    eights
+        .remainder()
+        .iter()
+        .fold(value, |n, d| n * 10 + u64::from(d - b'0'))
+}
+
+/// The value of the eight ASCII digits of `word` (first digit in the low byte), in three
+/// multiplications: digits into pairs, pairs into fours, fours into eight (Lemire, "Quickly
+/// parsing eight digits").
+#[inline]
+fn eight_digits(word: u64) -> u64 {
+    const BYTES_0_4: u64 = 0x0000_00ff_0000_00ff;
+    let v = word - 0x3030_3030_3030_3030;
+    // Byte 2k: 10 * digit 2k + digit 2k+1 (no carries: at most 99).
+    let v = v.wrapping_mul(10) + (v >> 8);
+    let fours = (v & BYTES_0_4).wrapping_mul(100 + (1_000_000 << 32));
+    let pairs = ((v >> 16) & BYTES_0_4).wrapping_mul(1 + (10_000 << 32));
+    fours.wrapping_add(pairs) >> 32
 }
 
 const SIMPLE: u8 = 1;
@@ -770,6 +797,29 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn digits_values_agree_with_a_byte_loop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+        for _ in 0..100_000 {
+            let len = rng.gen_range(1..=19);
+            let digits: Vec<u8> = (0..len).map(|_| rng.gen_range(b'0'..=b'9')).collect();
+            let want = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            assert_eq!(
+                digits_value(&digits),
+                want,
+                "{}",
+                String::from_utf8_lossy(&digits)
+            );
+        }
+        assert_eq!(
+            digits_value(b"9999999999999999999"),
+            9_999_999_999_999_999_999
+        );
+        assert_eq!(digits_value(b"00000000"), 0);
     }
 
     #[test]
