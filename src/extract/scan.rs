@@ -241,25 +241,20 @@ impl<'a> Scanner<'a> {
                     return Err("expected a key");
                 }
                 let wanted = self.root_key(keys)?;
-                if self.token() != Some(b':') {
+                if !self.eat(b':') {
                     return Err("expected `:`");
                 }
-                self.pos += 1;
                 let first = self.token();
                 match wanted {
                     Some(i) => out[i] = Some(self.wanted_value(first, keys.names.len())?),
                     None => self.skip_value(first)?,
                 }
-                match self.token() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        next = self.token();
-                    }
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err("expected `,` or `}`"),
+                if self.eat(b',') {
+                    next = self.token();
+                } else if self.eat(b'}') {
+                    break;
+                } else {
+                    return Err("expected `,` or `}`");
                 }
             }
         }
@@ -278,6 +273,15 @@ impl<'a> Scanner<'a> {
             Some(&byte) if byte > b' ' => Some(byte),
             _ => self.after_whitespace(),
         }
+    }
+
+    /// Moves past whitespace and `byte`, if that is the next token.
+    #[inline(always)]
+    fn eat(&mut self, byte: u8) -> bool {
+        // Compact lines have it right here: one test.
+        let found = self.bytes.get(self.pos) == Some(&byte) || self.token() == Some(byte);
+        self.pos += usize::from(found);
+        found
     }
 
     /// `token` at whitespace or a control character (or the end): out of the way of compact
@@ -445,7 +449,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips the object or array opening at `pos`.
-    #[inline]
+    #[inline(always)]
     fn container(&mut self) -> Scan<()> {
         // A quarter of the frames' root values are `[]` or `{}`: no need to walk brackets.
         // (`]` and `}` follow `[` and `{` by two in ASCII.)
@@ -461,6 +465,7 @@ impl<'a> Scanner<'a> {
     /// strings, checking that each closer matches its opener. The first 64 levels are a bit
     /// stack in a register, pushed and popped without branches (brackets come in no
     /// predictable order); deeper values go on in `skip_deep_container`.
+    #[inline(never)]
     fn skip_container(&mut self) -> Scan<()> {
         // Bit i: whether the opener at depth i+1 is `{` (1 for `{`, bit 5 of the byte).
         let mut stack = u64::from(self.bytes[self.pos] >> 5 & 1);
