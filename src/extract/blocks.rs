@@ -15,6 +15,9 @@
 //! - The byte classes have one implementation per instruction set (AVX2, SSE2, portable u64
 //!   SWAR), with identical results; `Kernel::detect` picks the best the CPU has, and the tests
 //!   run every kernel the machine has against a byte-by-byte reference.
+//! - `Kernel::classify_short` gives the short-line path of `scan` the quotes, backslashes or
+//!   control characters, and non-ASCII bytes of its two blocks at once, without carries (that
+//!   path gives up on backslashes).
 
 /// How the bytes of a block are classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
