@@ -305,8 +305,9 @@ impl<'a> Scanner<'a> {
         if contents.escapes {
             let mut buffer = [0u8; SHORT_KEY];
             if !contents.non_ascii {
-                if let Some(key) = unescape_short_ascii(raw, &mut buffer) {
-                    return Ok(keys.find_decoded(key));
+                // Escapes decode to one byte at least: the key is not empty.
+                if let Some(len) = unescape_short_ascii(raw, &mut buffer) {
+                    return Ok(keys.find_in(&buffer, 0, len));
                 }
             }
             let key = serde_json::from_slice::<String>(&self.bytes[start..self.pos])
@@ -384,6 +385,7 @@ impl<'a> Scanner<'a> {
 
     /// Checks the escaped characters `escaped` (a block mask at `base`): one of `"\/bfnrt`, or
     /// `u` and four hex digits.
+    #[inline]
     fn check_escapes(&mut self, mut escaped: u64, base: usize) -> Scan<()> {
         while escaped != 0 {
             let at = base + escaped.trailing_zeros() as usize;
@@ -702,8 +704,9 @@ fn digit_run(bytes: &[u8], at: usize) -> usize {
 const SHORT_KEY: usize = 32;
 
 /// Decodes an all-ASCII string body whose escapes were checked (`check_escapes`) into `buffer`,
-/// when it fits and has no `\u` surrogate (those go to serde_json, which pairs or rejects them).
-fn unescape_short_ascii<'b>(raw: &[u8], buffer: &'b mut [u8; SHORT_KEY]) -> Option<&'b str> {
+/// when it fits and has no `\u` surrogate (those go to serde_json, which pairs or rejects them);
+/// returns its length. The decoded text is UTF-8: ASCII bytes and encoded characters.
+fn unescape_short_ascii(raw: &[u8], buffer: &mut [u8; SHORT_KEY]) -> Option<usize> {
     let (mut from, mut len) = (0, 0);
     let mut push = |bytes: &[u8], len: &mut usize| {
         let end = *len + bytes.len();
@@ -738,7 +741,7 @@ fn unescape_short_ascii<'b>(raw: &[u8], buffer: &'b mut [u8; SHORT_KEY]) -> Opti
         from = at + if raw[at + 1] == b'u' { 6 } else { 2 };
     }
     push(&raw[from..], &mut len)?;
-    std::str::from_utf8(&buffer[..len]).ok()
+    Some(len)
 }
 
 /// A string body the block masks found no byte >= 0x80 in, as text without re-validating it.
@@ -794,7 +797,10 @@ mod tests {
             let reference = serde_json::from_str::<String>(&format!("\"{raw}\"")).ok();
             let mut buffer = [0u8; SHORT_KEY];
             match unescape_short_ascii(raw.as_bytes(), &mut buffer) {
-                Some(key) => assert_eq!(Some(key), reference.as_deref(), "{raw}"),
+                Some(len) => {
+                    let key = std::str::from_utf8(&buffer[..len]).expect("UTF-8");
+                    assert_eq!(Some(key), reference.as_deref(), "{raw}");
+                }
                 // Only surrogates and keys too long for the buffer go to serde_json.
                 None => assert!(
                     raw.contains("\\ud8") || reference.is_some_and(|k| k.len() > SHORT_KEY),
