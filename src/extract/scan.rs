@@ -279,9 +279,11 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn eat(&mut self, byte: u8) -> bool {
         // Compact lines have it right here: one test.
-        let found = self.bytes.get(self.pos) == Some(&byte) || self.token() == Some(byte);
-        self.pos += usize::from(found);
-        found
+        if self.bytes.get(self.pos) == Some(&byte) || self.token() == Some(byte) {
+            self.pos += 1;
+            return true;
+        }
+        false
     }
 
     /// `token` at whitespace or a control character (or the end): out of the way of compact
@@ -377,7 +379,13 @@ impl<'a> Scanner<'a> {
             if quotes != 0 {
                 let close = base + quotes.trailing_zeros() as usize;
                 self.pos = close + 1;
-                return Ok((&self.bytes[open + 1..close], contents));
+                #[cfg(any(test, debug_assertions))]
+                assert!(open < close && close < self.bytes.len());
+                // SAFETY: `close` is at `open + 1` or after (only quotes from there count) and in
+                // the line (no mask has a bit past its end), so the body is too. (Indexing would
+                // check both again, for every string of a long line.)
+                let body = unsafe { self.bytes.get_unchecked(open + 1..close) };
+                return Ok((body, contents));
             }
             from = base + 64;
         }
