@@ -15,6 +15,9 @@
 //! - The byte classes have one implementation per instruction set (AVX2, SSE2, portable u64
 //!   SWAR), with identical results; `Kernel::detect` picks the best the CPU has, and the tests
 //!   run every kernel the machine has against a byte-by-byte reference.
+//! - `Kernel::classify_short` gives the short-line path of `scan` the quotes, backslashes or
+//!   control characters, and non-ASCII bytes of its two blocks at once, without carries (that
+//!   path gives up on backslashes).
 
 /// How the bytes of a block are classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +27,8 @@ pub enum Kernel {
     /// 16 bytes at a time: baseline on x86_64.
     #[cfg(target_arch = "x86_64")]
     Sse2,
-    /// 32 bytes at a time, when the CPU has AVX2.
+    /// 32 bytes at a time, when the CPU has AVX2 (and carry-less multiplication, which every
+    /// AVX2 CPU has: the in-string mask is one multiplication).
     #[cfg(target_arch = "x86_64")]
     Avx2,
 }
@@ -34,7 +38,7 @@ impl Kernel {
     pub fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") {
+            if avx2() {
                 return Kernel::Avx2;
             }
             Kernel::Sse2
@@ -49,11 +53,25 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             all.push(Kernel::Sse2);
-            if is_x86_feature_detected!("avx2") {
+            if avx2() {
                 all.push(Kernel::Avx2);
             }
         }
         all
+    }
+
+    /// The classes of a short line's two blocks that its fast path needs (no escapes or
+    /// strings: it gives up on backslashes).
+    pub(super) fn classify_short(self, bytes: &[u8; 128]) -> ShortClasses {
+        match self {
+            Kernel::Portable => short_classes(classify_portable, bytes),
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse2 => unsafe { classify_short_sse2(bytes) },
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { classify_short_avx2(bytes) },
+        }
     }
 
     /// The byte classes of `chunk` (tests compare the kernels through this).
@@ -64,11 +82,17 @@ impl Kernel {
             // SAFETY: SSE2 is part of the x86_64 baseline.
             #[cfg(target_arch = "x86_64")]
             Kernel::Sse2 => unsafe { classify_sse2(chunk) },
-            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2.
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { classify_avx2(chunk) },
         }
     }
+}
+
+/// Whether the CPU runs `Kernel::Avx2`.
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")
 }
 
 /// The byte classes of one block, before escapes and strings are taken into account.
@@ -82,6 +106,41 @@ struct Classes {
     non_ascii: u64,
     /// `{`, `}`, `[` or `]`.
     bracket: u64,
+}
+
+/// The byte classes of 128 bytes that the short-line path needs: bit `i` for byte `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ShortClasses {
+    pub quote: u128,
+    /// Backslashes and control characters.
+    pub odd: u128,
+    pub non_ascii: u128,
+}
+
+/// `ShortClasses` from the classes of the two blocks of `bytes` (the compiler drops the classes
+/// not used when `classify` is inlined).
+#[inline(always)]
+fn short_classes(classify: impl Fn(&[u8; 64]) -> Classes, bytes: &[u8; 128]) -> ShortClasses {
+    let (low, high) = bytes.split_at(64);
+    let [low, high] = [low, high].map(|half| classify(half.try_into().expect("64 bytes")));
+    let join = |low: u64, high: u64| u128::from(low) | u128::from(high) << 64;
+    ShortClasses {
+        quote: join(low.quote, high.quote),
+        odd: join(low.backslash | low.control, high.backslash | high.control),
+        non_ascii: join(low.non_ascii, high.non_ascii),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn classify_short_sse2(bytes: &[u8; 128]) -> ShortClasses {
+    short_classes(|chunk| classify_sse2(chunk), bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn classify_short_avx2(bytes: &[u8; 128]) -> ShortClasses {
+    short_classes(|chunk| classify_avx2(chunk), bytes)
 }
 
 /// The masks of one block.
@@ -160,11 +219,11 @@ impl<'a> Blocks<'a> {
     #[inline]
     fn classify_chunk(&mut self, chunk: &[u8; 64], shift: u32) {
         match self.kernel {
-            Kernel::Portable => self.update(classify_portable(chunk), shift),
+            Kernel::Portable => self.update(classify_portable(chunk), shift, prefix_xor),
             // SAFETY: SSE2 is part of the x86_64 baseline.
             #[cfg(target_arch = "x86_64")]
             Kernel::Sse2 => unsafe { self.update_sse2(chunk, shift) },
-            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2.
+            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { self.update_avx2(chunk, shift) },
         }
@@ -174,19 +233,21 @@ impl<'a> Blocks<'a> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "sse2")]
     fn update_sse2(&mut self, chunk: &[u8; 64], shift: u32) {
-        self.update(classify_sse2(chunk), shift);
+        self.update(classify_sse2(chunk), shift, prefix_xor);
     }
 
-    /// `update` with `classify_avx2`, compiled as one function (the mask arithmetic too).
+    /// `update` with `classify_avx2` and `prefix_xor_clmul`, compiled as one function (the mask
+    /// arithmetic too).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,pclmulqdq")]
     fn update_avx2(&mut self, chunk: &[u8; 64], shift: u32) {
-        self.update(classify_avx2(chunk), shift);
+        self.update(classify_avx2(chunk), shift, |x| prefix_xor_clmul(x));
     }
 
-    /// Derives the block's masks from its byte classes, those of its first byte at bit `shift`.
+    /// Derives the block's masks from its byte classes, those of its first byte at bit `shift`;
+    /// `prefix_xor` is `prefix_xor` or a faster equivalent.
     #[inline(always)]
-    fn update(&mut self, classes: Classes, shift: u32) {
+    fn update(&mut self, classes: Classes, shift: u32, prefix_xor: impl Fn(u64) -> u64) {
         let classes = Classes {
             quote: classes.quote >> shift,
             backslash: classes.backslash >> shift,
@@ -235,6 +296,16 @@ fn prefix_xor(mut x: u64) -> u64 {
     x ^= x << 16;
     x ^= x << 32;
     x
+}
+
+/// `prefix_xor` as one carry-less multiplication by all ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+fn prefix_xor_clmul(x: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+    _mm_cvtsi128_si64(product) as u64
 }
 
 /// The byte classes eight bytes at a time, in plain u64 arithmetic (any target).
@@ -366,6 +437,42 @@ mod tests {
             let want = classify_reference(&chunk);
             for kernel in Kernel::available() {
                 assert_eq!(kernel.classify(&chunk), want, "{kernel:?} on {chunk:?}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn carry_less_prefix_xor_agrees() {
+        if !avx2() {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for x in (0..100_000)
+            .map(|_| rng.gen::<u64>())
+            .chain([0, 1, !0, 1 << 63])
+        {
+            // SAFETY: the CPU has PCLMULQDQ (`avx2`).
+            assert_eq!(unsafe { prefix_xor_clmul(x) }, prefix_xor(x), "{x:#x}");
+        }
+    }
+
+    #[test]
+    fn short_classes_agree_with_the_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+        const BYTES: &[u8] = b"\"\\azAZ \x00\x1f\x20\x7f\x80\xff\xd0";
+        for _ in 0..20_000 {
+            let mut bytes = [0u8; 128];
+            for b in &mut bytes {
+                *b = BYTES[rng.gen_range(0..BYTES.len())];
+            }
+            let want = short_classes(classify_reference, &bytes);
+            for kernel in Kernel::available() {
+                assert_eq!(
+                    kernel.classify_short(&bytes),
+                    want,
+                    "{kernel:?} on {bytes:?}"
+                );
             }
         }
     }

@@ -17,7 +17,10 @@
 //!   bit-identical to the reference.
 //!
 //! Strings and brackets come from the 64-byte block masks of `blocks` (each block classified
-//! once per line); root scalars, whitespace and punctuation are read byte by byte.
+//! once per line); root scalars, whitespace and punctuation are read byte by byte. Short flat
+//! lines take a fast path (`short`) that gives up, to this scanner, on anything else.
+
+mod short;
 
 use super::blocks::{Blocks, Kernel};
 use super::{Scalar, ScalarValue};
@@ -34,49 +37,120 @@ struct Scanner<'a> {
     line_text: Option<Option<&'a str>>,
 }
 
-/// The wanted root keys, laid out for matching: length and first eight bytes first.
+/// The wanted root keys, laid out for matching: a hash table (linear probing, at most half full)
+/// over a key's length and first eight bytes, so that a key costs one or two entry comparisons
+/// however many fields there are; before it, a one-word filter on length and first byte.
 pub struct Keys {
     names: Vec<String>,
-    /// Per name: its length and its first (up to) eight bytes, little-endian, zero-padded.
-    heads: Vec<(usize, u64)>,
+    /// The names' `class_bit`s: a key whose bit is clear is no name (most unwanted keys of a
+    /// long line, told apart without reading their heads).
+    filter: u64,
+    /// Each distinct name once, at the slot of its length and head, or the next free one after.
+    table: Vec<Entry>,
+    /// `64 - log2(table.len())`: slots are the top bits of a hash.
+    shift: u32,
 }
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The name's length, or `FREE`.
+    len: usize,
+    /// The name's first (up to) eight bytes, little-endian, zero-padded (see `head`).
+    head: u64,
+    /// The name's first index in the field list.
+    field: usize,
+}
+
+/// The length of a free entry: no key is that long.
+const FREE: usize = usize::MAX;
 
 impl Keys {
     pub fn new(names: &[String]) -> Keys {
-        let heads = names
-            .iter()
-            .map(|n| (n.len(), head(n.as_bytes(), 0, n.len())))
-            .collect();
-        Keys {
+        let size = (2 * names.len()).next_power_of_two().max(8);
+        let mut keys = Keys {
             names: names.to_vec(),
-            heads,
+            filter: names
+                .iter()
+                .map(|n| class_bit(n.as_bytes(), 0, n.len()))
+                .fold(0, |filter, bit| filter | bit),
+            table: vec![
+                Entry {
+                    len: FREE,
+                    head: 0,
+                    field: 0,
+                };
+                size
+            ],
+            shift: 64 - size.trailing_zeros(),
+        };
+        for (field, name) in names.iter().enumerate() {
+            let name = name.as_bytes();
+            if keys.find(name, head(name, 0, name.len())).is_some() {
+                continue; // a field listed twice is found at its first index
+            }
+            let mut at = keys.slot(name.len(), head(name, 0, name.len()));
+            while keys.table[at].len != FREE {
+                at = (at + 1) & (size - 1);
+            }
+            keys.table[at] = Entry {
+                len: name.len(),
+                head: head(name, 0, name.len()),
+                field,
+            };
         }
+        keys
+    }
+
+    /// The first slot to look a key up at, from its length and head.
+    #[inline(always)]
+    fn slot(&self, len: usize, head: u64) -> usize {
+        (head
+            .wrapping_add(len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> self.shift) as usize
     }
 
     /// The index of the first name equal to `key`, whose head (see `head`) is `key_head`.
-    /// Every name is compared, without early exit: most keys are unwanted, and which of a few
-    /// names a key is near is unpredictable.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &[u8], key_head: u64) -> Option<usize> {
-        let mut found = usize::MAX;
-        for (i, &(len, head)) in self.heads.iter().enumerate().rev() {
-            if len == key.len() && head == key_head {
-                found = i;
+        let mask = self.table.len() - 1;
+        let mut at = self.slot(key.len(), key_head);
+        loop {
+            let entry = self.table[at & mask];
+            // Long keys sharing a head are compared whole.
+            if entry.len == key.len()
+                && entry.head == key_head
+                && (key.len() <= 8 || self.names[entry.field].as_bytes() == key)
+            {
+                return Some(entry.field);
             }
+            if entry.len == FREE {
+                return None;
+            }
+            at += 1;
         }
-        if found == usize::MAX {
-            None
-        } else if key.len() <= 8 {
-            Some(found)
-        } else {
-            // Long keys sharing a head: compare them whole.
-            self.names.iter().position(|n| n.as_bytes() == key)
+    }
+
+    /// `find` for the key `line[at..at + len]`, filtered first (see `filter`).
+    #[inline(always)]
+    fn find_in(&self, line: &[u8], at: usize, len: usize) -> Option<usize> {
+        if self.filter & class_bit(line, at, len) == 0 {
+            return None;
         }
+        self.find(&line[at..at + len], head(line, at, len))
     }
 
     fn find_decoded(&self, key: &str) -> Option<usize> {
         self.names.iter().position(|n| n == key)
     }
+}
+
+/// The filter bit of the key `bytes[at..at + len]`, from its length and first byte (for an empty
+/// key, the byte after it: in a line, its closing quote).
+#[inline(always)]
+fn class_bit(bytes: &[u8], at: usize, len: usize) -> u64 {
+    let first = bytes.get(at).copied().unwrap_or(b'"');
+    1 << ((len + 3 * usize::from(first)) & 63)
 }
 
 /// The first `min(len, 8)` bytes of `bytes[at..]` as a little-endian u64, zero-padded.
@@ -101,8 +175,26 @@ fn head(bytes: &[u8], at: usize, len: usize) -> u64 {
     }
 }
 
-/// Fills `out[i]` with the value of root key `keys.names[i]`; see the module contract.
+/// Fills `out[i]` (all `None` on entry) with the value of root key `keys.names[i]`; see the
+/// module contract. Short flat lines take the fast path of `short`.
 pub fn extract<'a>(
+    keys: &Keys,
+    kernel: Kernel,
+    line: &'a [u8],
+    out: &mut [Option<Scalar<'a>>],
+) -> Result<(), String> {
+    if line.len() <= short::MAX_LEN {
+        if short::extract(keys, kernel, line, out).is_some() {
+            return Ok(());
+        }
+        // The fast path gave up, maybe after filling some fields.
+        out.fill(None);
+    }
+    general(keys, kernel, line, out)
+}
+
+/// `extract` without the fast path.
+fn general<'a>(
     keys: &Keys,
     kernel: Kernel,
     line: &'a [u8],
@@ -136,81 +228,95 @@ struct Contents {
 
 impl<'a> Scanner<'a> {
     fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
-        self.skip_whitespace();
-        self.expect(b'{', "expected an object")?;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
+        if self.token() != Some(b'{') {
+            return Err("expected an object");
+        }
+        self.pos += 1;
+        let mut next = self.token();
+        if next == Some(b'}') {
             self.pos += 1;
         } else {
             loop {
-                self.skip_whitespace();
-                let wanted = self.root_key(keys)?;
-                self.skip_whitespace();
-                self.expect(b':', "expected `:`")?;
-                self.skip_whitespace();
-                match wanted {
-                    Some(i) => out[i] = Some(self.wanted_value(keys.names.len())?),
-                    None => self.skip_value()?,
+                if next != Some(b'"') {
+                    return Err("expected a key");
                 }
-                self.skip_whitespace();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err("expected `,` or `}`"),
+                let wanted = self.root_key(keys)?;
+                if !self.eat(b':') {
+                    return Err("expected `:`");
+                }
+                let first = self.token();
+                match wanted {
+                    Some(i) => out[i] = Some(self.wanted_value(first, keys.names.len())?),
+                    None => self.skip_value(first)?,
+                }
+                if self.eat(b',') {
+                    next = self.token();
+                } else if self.eat(b'}') {
+                    break;
+                } else {
+                    return Err("expected `,` or `}`");
                 }
             }
         }
-        self.skip_whitespace();
-        if self.pos != self.bytes.len() {
+        if self.token().is_some() {
             return Err("trailing characters");
         }
         Ok(())
     }
 
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
+    /// Moves past whitespace; returns the byte there, if the line goes on (read once: every
+    /// caller goes on with it).
+    #[inline(always)]
+    fn token(&mut self) -> Option<u8> {
+        match self.bytes.get(self.pos) {
+            // No token starts with whitespace or below.
+            Some(&byte) if byte > b' ' => Some(byte),
+            _ => self.after_whitespace(),
+        }
     }
 
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+    /// Moves past whitespace and `byte`, if that is the next token.
+    #[inline(always)]
+    fn eat(&mut self, byte: u8) -> bool {
+        // Compact lines have it right here: one test.
+        if self.bytes.get(self.pos) == Some(&byte) || self.token() == Some(byte) {
+            self.pos += 1;
+            return true;
+        }
+        false
+    }
+
+    /// `token` at whitespace or a control character (or the end): out of the way of compact
+    /// lines.
+    #[cold]
+    fn after_whitespace(&mut self) -> Option<u8> {
+        while let Some(&byte) = self.bytes.get(self.pos) {
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(byte);
+            }
             self.pos += 1;
         }
+        None
     }
 
-    #[inline]
-    fn expect(&mut self, byte: u8, reason: &'static str) -> Scan<()> {
-        if self.peek() != Some(byte) {
-            return Err(reason);
-        }
-        self.pos += 1;
-        Ok(())
-    }
-
-    /// Reads a root key and returns the index of the field it names, if any.
+    /// Reads the root key at `pos` (a quote) and returns the index of the field it names, if any.
     #[inline]
     fn root_key(&mut self, keys: &Keys) -> Scan<Option<usize>> {
         let start = self.pos;
-        if self.peek() != Some(b'"') {
-            return Err("expected a key");
-        }
         let (raw, contents) = self.string()?;
         if contents.escapes {
             let mut buffer = [0u8; SHORT_KEY];
             if !contents.non_ascii {
-                if let Some(key) = unescape_short_ascii(raw, &mut buffer) {
-                    return Ok(keys.find_decoded(key));
+                // Escapes decode to one byte at least: the key is not empty.
+                if let Some(len) = unescape_short_ascii(raw, &mut buffer) {
+                    return Ok(keys.find_in(&buffer, 0, len));
                 }
             }
             let key = serde_json::from_slice::<String>(&self.bytes[start..self.pos])
                 .map_err(|_| "bad key")?;
             return Ok(keys.find_decoded(&key));
         }
-        let found = keys.find(raw, head(self.bytes, start + 1, raw.len()));
+        let found = keys.find_in(self.bytes, start + 1, raw.len());
         // Root keys must be UTF-8 (serde_json checks them); one equal to a field is.
         if found.is_none() && contents.non_ascii && std::str::from_utf8(raw).is_err() {
             self.pos = start;
@@ -255,26 +361,31 @@ impl<'a> Scanner<'a> {
             let block = self.blocks.block;
             let live = !0u64 << (from - base);
             let quotes = block.quotes & live;
-            // Up to and including the closing quote, when it is in this block.
-            let span = if quotes == 0 {
-                live
-            } else {
-                live & (quotes ^ (quotes - 1))
-            };
-            let controls = block.controls & span;
-            if controls != 0 {
-                self.pos = base + controls.trailing_zeros() as usize;
-                return Err("control character in a string");
-            }
-            contents.non_ascii |= block.non_ascii & span != 0;
-            if block.backslashes & span != 0 {
-                contents.escapes = true;
-                self.check_escapes(block.escaped & span, base)?;
+            // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
+            let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
+            // Most strings are plain ASCII: one test.
+            if (block.controls | block.non_ascii | block.backslashes) & span != 0 {
+                let controls = block.controls & span;
+                if controls != 0 {
+                    self.pos = base + controls.trailing_zeros() as usize;
+                    return Err("control character in a string");
+                }
+                contents.non_ascii |= block.non_ascii & span != 0;
+                if block.backslashes & span != 0 {
+                    contents.escapes = true;
+                    self.check_escapes(block.escaped & span, base)?;
+                }
             }
             if quotes != 0 {
                 let close = base + quotes.trailing_zeros() as usize;
                 self.pos = close + 1;
-                return Ok((&self.bytes[open + 1..close], contents));
+                #[cfg(any(test, debug_assertions))]
+                assert!(open < close && close < self.bytes.len());
+                // SAFETY: `close` is at `open + 1` or after (only quotes from there count) and in
+                // the line (no mask has a bit past its end), so the body is too. (Indexing would
+                // check both again, for every string of a long line.)
+                let body = unsafe { self.bytes.get_unchecked(open + 1..close) };
+                return Ok((body, contents));
             }
             from = base + 64;
         }
@@ -282,6 +393,7 @@ impl<'a> Scanner<'a> {
 
     /// Checks the escaped characters `escaped` (a block mask at `base`): one of `"\/bfnrt`, or
     /// `u` and four hex digits.
+    #[inline]
     fn check_escapes(&mut self, mut escaped: u64, base: usize) -> Scan<()> {
         while escaped != 0 {
             let at = base + escaped.trailing_zeros() as usize;
@@ -302,41 +414,19 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Skips a number, checking the JSON grammar `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn skip_number(&mut self) -> Scan<()> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.skip_digits(),
-            _ => return Err("invalid number"),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            self.require_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            self.require_digits()?;
-        }
-        Ok(())
-    }
-
+    /// Skips the number at `pos` (see `number_end`); returns whether it is an integer.
     #[inline]
-    fn skip_digits(&mut self) {
-        self.pos += digit_run(self.bytes, self.pos);
-    }
-
-    fn require_digits(&mut self) -> Scan<()> {
-        if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            return Err("invalid number");
+    fn number(&mut self) -> Scan<bool> {
+        match number_end(self.bytes, self.pos) {
+            Ok((end, integer)) => {
+                self.pos = end;
+                Ok(integer)
+            }
+            Err(at) => {
+                self.pos = at;
+                Err("invalid number")
+            }
         }
-        self.skip_digits();
-        Ok(())
     }
 
     fn literal(&mut self, text: &[u8]) -> Scan<()> {
@@ -353,25 +443,39 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips one root value. Scalars are checked fully; an object or array is skipped by
-    /// matching its brackets (see the module contract).
+    /// Skips the root value at `pos`, whose first byte is `first`. Scalars are checked fully;
+    /// an object or array is skipped by matching its brackets (see the module contract).
     #[inline]
-    fn skip_value(&mut self) -> Scan<()> {
-        match self.peek() {
+    fn skip_value(&mut self, first: Option<u8>) -> Scan<()> {
+        match first {
             Some(b'"') => self.string().map(|_| ()),
-            Some(b'{' | b'[') => self.skip_container(),
+            Some(b'{' | b'[') => self.container(),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
             _ => Err("expected a value"),
         }
+    }
+
+    /// Skips the object or array opening at `pos`.
+    #[inline(always)]
+    fn container(&mut self) -> Scan<()> {
+        // A quarter of the frames' root values are `[]` or `{}`: no need to walk brackets.
+        // (`]` and `}` follow `[` and `{` by two in ASCII.)
+        let opener = self.bytes[self.pos];
+        if self.bytes.get(self.pos + 1) == Some(&(opener + 2)) {
+            self.pos += 2;
+            return Ok(());
+        }
+        self.skip_container()
     }
 
     /// Skips the object or array opening at `pos`, of any depth: walks the brackets outside
     /// strings, checking that each closer matches its opener. The first 64 levels are a bit
     /// stack in a register, pushed and popped without branches (brackets come in no
     /// predictable order); deeper values go on in `skip_deep_container`.
+    #[inline(never)]
     fn skip_container(&mut self) -> Scan<()> {
         // Bit i: whether the opener at depth i+1 is `{` (1 for `{`, bit 5 of the byte).
         let mut stack = u64::from(self.bytes[self.pos] >> 5 & 1);
@@ -449,17 +553,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Reads a wanted root value; plain strings and small integers are decoded here, anything
-    /// needing escape or float decoding by serde_json.
-    fn wanted_value(&mut self, fields: usize) -> Scan<Scalar<'a>> {
+    /// Reads the wanted root value at `pos`, whose first byte is `first`; plain strings and
+    /// small integers are decoded here, anything needing escape or float decoding by serde_json.
+    fn wanted_value(&mut self, first: Option<u8>, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
-        let decode = |slice: &'a [u8]| {
-            serde_json::from_slice::<ScalarValue<'a>>(slice)
-                .map(|v| v.0)
-                .map_err(|_| "undecodable value")
-        };
-        match self.peek() {
+        match first {
             Some(b'"') => {
                 let (_, contents) = self.string()?;
                 if contents.escapes {
@@ -473,33 +572,101 @@ impl<'a> Scanner<'a> {
                 Ok(Scalar::Str(Cow::Borrowed(text)))
             }
             Some(b'-' | b'0'..=b'9') => {
-                // One pass for the common plain integer: up to 18 digits, no leading zero, no
-                // fraction or exponent, not `-0` (serde_json reads that as the float -0.0).
-                let negative = self.peek() == Some(b'-');
-                let digits = start + usize::from(negative);
-                let count = digit_run(bytes, digits);
-                let end = digits + count;
-                let magnitude = bytes[digits..end].iter().fold(0i64, |n, d| {
-                    n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'))
-                });
-                let plain = (1..=18).contains(&count)
-                    && (bytes[digits] != b'0' || (count == 1 && !negative))
-                    && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
-                if plain {
-                    self.pos = end;
-                    return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
-                }
-                // Anything else is checked here and decoded by serde_json.
-                self.skip_number()?;
-                decode(&bytes[start..self.pos])
+                let integer = self.number()?;
+                number_value(&bytes[start..self.pos], integer)
             }
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Scalar::Null),
-            Some(b'{' | b'[') => self.skip_container().map(|()| Scalar::Nested),
+            Some(b'{' | b'[') => self.container().map(|()| Scalar::Nested),
             _ => Err("expected a value"),
         }
     }
+}
+
+/// A value that needs number or escape decoding, decoded by serde_json.
+fn decode(text: &[u8]) -> Scan<Scalar<'_>> {
+    serde_json::from_slice::<ScalarValue>(text)
+        .map(|v| v.0)
+        .map_err(|_| "undecodable value")
+}
+
+/// The end of the number at `bytes[at..]`, checking the JSON grammar
+/// `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, and whether it is an integer (no fraction or
+/// exponent); else the position of the first byte breaking the grammar.
+#[inline(always)]
+fn number_end(bytes: &[u8], mut at: usize) -> Result<(usize, bool), usize> {
+    let byte = |i: usize| bytes.get(i).copied();
+    at += usize::from(byte(at) == Some(b'-'));
+    match byte(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at += digit_run(bytes, at),
+        _ => return Err(at),
+    }
+    let mut integer = true;
+    if byte(at) == Some(b'.') {
+        at = required_digits(bytes, at + 1)?;
+        integer = false;
+    }
+    if let Some(b'e' | b'E') = byte(at) {
+        at += 1;
+        at += usize::from(matches!(byte(at), Some(b'+' | b'-')));
+        at = required_digits(bytes, at)?;
+        integer = false;
+    }
+    Ok((at, integer))
+}
+
+/// The end of the digits at `bytes[at..]`, of which there must be one at least (else `Err(at)`).
+#[inline]
+fn required_digits(bytes: &[u8], at: usize) -> Result<usize, usize> {
+    match digit_run(bytes, at) {
+        0 => Err(at),
+        run => Ok(at + run),
+    }
+}
+
+/// A number `number_end` accepted, as serde_json reads it: the common plain integer (up to 18
+/// digits, which fit an `i64`) here, anything else by serde_json. `-0` is not plain: serde_json
+/// reads it as the float -0.0.
+#[inline]
+fn number_value(text: &[u8], integer: bool) -> Scan<Scalar<'_>> {
+    let negative = text[0] == b'-';
+    let digits = &text[usize::from(negative)..];
+    if integer && digits.len() <= 18 && !(negative && digits == b"0") {
+        let magnitude = digits_value(digits) as i64;
+        return Ok(Scalar::Int(if negative { -magnitude } else { magnitude }));
+    }
+    decode(text)
+}
+
+/// The value of up to 19 ASCII digits, eight at a time (epoch times have 10 to 13).
+#[inline]
+fn digits_value(digits: &[u8]) -> u64 {
+    let mut eights = digits.chunks_exact(8);
+    let mut value = 0;
+    for eight in &mut eights {
+        let word = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
+        value = value * 100_000_000 + eight_digits(word);
+    }
+    eights
+        .remainder()
+        .iter()
+        .fold(value, |n, d| n * 10 + u64::from(d - b'0'))
+}
+
+/// The value of the eight ASCII digits of `word` (first digit in the low byte), in three
+/// multiplications: digits into pairs, pairs into fours, fours into eight (Lemire, "Quickly
+/// parsing eight digits").
+#[inline]
+fn eight_digits(word: u64) -> u64 {
+    const BYTES_0_4: u64 = 0x0000_00ff_0000_00ff;
+    let v = word - 0x3030_3030_3030_3030;
+    // Byte 2k: 10 * digit 2k + digit 2k+1 (no carries: at most 99).
+    let v = v.wrapping_mul(10) + (v >> 8);
+    let fours = (v & BYTES_0_4).wrapping_mul(100 + (1_000_000 << 32));
+    let pairs = ((v >> 16) & BYTES_0_4).wrapping_mul(1 + (10_000 << 32));
+    fours.wrapping_add(pairs) >> 32
 }
 
 const SIMPLE: u8 = 1;
@@ -519,7 +686,7 @@ static ESCAPES: [u8; 256] = {
 
 /// The number of ASCII digits at `bytes[at..]`, eight bytes at a time (SWAR: no branch per
 /// digit, whose count varies from number to number).
-#[inline]
+#[inline(always)]
 fn digit_run(bytes: &[u8], at: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     let mut run = 0;
@@ -545,8 +712,9 @@ fn digit_run(bytes: &[u8], at: usize) -> usize {
 const SHORT_KEY: usize = 32;
 
 /// Decodes an all-ASCII string body whose escapes were checked (`check_escapes`) into `buffer`,
-/// when it fits and has no `\u` surrogate (those go to serde_json, which pairs or rejects them).
-fn unescape_short_ascii<'b>(raw: &[u8], buffer: &'b mut [u8; SHORT_KEY]) -> Option<&'b str> {
+/// when it fits and has no `\u` surrogate (those go to serde_json, which pairs or rejects them);
+/// returns its length. The decoded text is UTF-8: ASCII bytes and encoded characters.
+fn unescape_short_ascii(raw: &[u8], buffer: &mut [u8; SHORT_KEY]) -> Option<usize> {
     let (mut from, mut len) = (0, 0);
     let mut push = |bytes: &[u8], len: &mut usize| {
         let end = *len + bytes.len();
@@ -581,7 +749,7 @@ fn unescape_short_ascii<'b>(raw: &[u8], buffer: &'b mut [u8; SHORT_KEY]) -> Opti
         from = at + if raw[at + 1] == b'u' { 6 } else { 2 };
     }
     push(&raw[from..], &mut len)?;
-    std::str::from_utf8(&buffer[..len]).ok()
+    Some(len)
 }
 
 /// A string body the block masks found no byte >= 0x80 in, as text without re-validating it.
@@ -637,7 +805,10 @@ mod tests {
             let reference = serde_json::from_str::<String>(&format!("\"{raw}\"")).ok();
             let mut buffer = [0u8; SHORT_KEY];
             match unescape_short_ascii(raw.as_bytes(), &mut buffer) {
-                Some(key) => assert_eq!(Some(key), reference.as_deref(), "{raw}"),
+                Some(len) => {
+                    let key = std::str::from_utf8(&buffer[..len]).expect("UTF-8");
+                    assert_eq!(Some(key), reference.as_deref(), "{raw}");
+                }
                 // Only surrogates and keys too long for the buffer go to serde_json.
                 None => assert!(
                     raw.contains("\\ud8") || reference.is_some_and(|k| k.len() > SHORT_KEY),
@@ -645,6 +816,29 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn digits_values_agree_with_a_byte_loop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+        for _ in 0..100_000 {
+            let len = rng.gen_range(1..=19);
+            let digits: Vec<u8> = (0..len).map(|_| rng.gen_range(b'0'..=b'9')).collect();
+            let want = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            assert_eq!(
+                digits_value(&digits),
+                want,
+                "{}",
+                String::from_utf8_lossy(&digits)
+            );
+        }
+        assert_eq!(
+            digits_value(b"9999999999999999999"),
+            9_999_999_999_999_999_999
+        );
+        assert_eq!(digits_value(b"00000000"), 0);
     }
 
     #[test]
@@ -669,6 +863,34 @@ mod tests {
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             assert_eq!(digit_run(&bytes, at), want, "{bytes:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn keys_find_every_field_of_a_long_list() {
+        // Many names, so that slots collide; long ones share their first eight bytes.
+        let names: Vec<String> = (0..200)
+            .map(|i| match i % 3 {
+                0 => format!("k{i}"),
+                1 => format!("a_long_key_{i}"),
+                _ => format!("{i}"),
+            })
+            .collect();
+        let keys = Keys::new(&names);
+        // Found alike with and without the filter, which must never hide a name.
+        let find = |key: &str| {
+            let found = keys.find(key.as_bytes(), head(key.as_bytes(), 0, key.len()));
+            let line = format!("\"{key}\"");
+            assert_eq!(keys.find_in(line.as_bytes(), 1, key.len()), found, "{key}");
+            found
+        };
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(find(name), Some(i), "{name}");
+            assert_eq!(find(&format!("{name}x")), None, "{name}x");
+            assert_eq!(
+                find(&name[1..]).map(|f| &names[f]),
+                names.iter().find(|n| **n == name[1..])
+            );
         }
     }
 
