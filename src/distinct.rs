@@ -31,8 +31,9 @@ pub fn value_hash(value: &[u8]) -> u128 {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExactSet {
     hashes: FxHashSet<u128>,
-    /// Inserted values not yet in `hashes` (they may repeat).
-    pending: Vec<u128>,
+    /// Inserted values not yet in `hashes` (they may repeat). Boxed, and absent until the first
+    /// insert, so that every `Acc` stays 48 bytes: tables hold one per key and aggregate.
+    pending: Option<Box<Vec<u128>>>,
 }
 
 /// Most values a set lists before hashing them in (16 bytes each: 1 MiB).
@@ -41,38 +42,47 @@ const PENDING_LIMIT: usize = 1 << 16;
 impl ExactSet {
     #[inline]
     pub fn insert(&mut self, hash: u128) {
-        if self.pending.len() == PENDING_LIMIT {
-            self.settle();
+        let pending = self.pending.get_or_insert_with(Default::default);
+        if pending.len() == PENDING_LIMIT {
+            self.hashes.extend(pending.drain(..));
         }
-        self.pending.push(hash);
+        pending.push(hash);
+    }
+
+    /// The values not yet in the hash set.
+    fn pending(&self) -> &[u128] {
+        self.pending.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Moves the pending values into the hash set.
     fn settle(&mut self) {
-        self.hashes.extend(self.pending.drain(..));
+        if let Some(pending) = self.pending.take() {
+            self.hashes.extend(pending.into_iter());
+        }
     }
 
     /// Adds every value of `other`.
     pub fn merge(&mut self, other: &ExactSet) {
         self.settle();
-        self.hashes
-            .reserve(other.hashes.len() + other.pending.len());
+        let incoming = other.pending();
+        self.hashes.reserve(other.hashes.len() + incoming.len());
         self.hashes.extend(other.hashes.iter().copied());
-        self.hashes.extend(other.pending.iter().copied());
+        self.hashes.extend(incoming.iter().copied());
     }
 
     /// The number of distinct values.
     pub fn len(&self) -> usize {
-        if self.pending.is_empty() {
+        let pending = self.pending();
+        if pending.is_empty() {
             return self.hashes.len();
         }
         let mut extra: FxHashSet<u128> = FxHashSet::default();
-        extra.extend(self.pending.iter().filter(|h| !self.hashes.contains(*h)));
+        extra.extend(pending.iter().filter(|h| !self.hashes.contains(*h)));
         self.hashes.len() + extra.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty() && self.pending.is_empty()
+        self.hashes.is_empty() && self.pending().is_empty()
     }
 }
 
@@ -80,7 +90,7 @@ impl ExactSet {
 impl PartialEq for ExactSet {
     fn eq(&self, other: &ExactSet) -> bool {
         let all = |set: &ExactSet| -> FxHashSet<u128> {
-            set.hashes.iter().chain(&set.pending).copied().collect()
+            set.hashes.iter().chain(set.pending()).copied().collect()
         };
         all(self) == all(other)
     }
@@ -202,6 +212,11 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_set_keeps_accumulators_at_48_bytes() {
+        assert_eq!(std::mem::size_of::<crate::aggregate::Acc>(), 48);
+    }
+
+    #[test]
     fn pending_values_count_once_however_they_are_held() {
         // Values repeat within the pending list, between it and the set, and past the limit.
         let values =
@@ -212,7 +227,7 @@ mod tests {
         let mut merged = ExactSet::default();
         merged.merge(&listed);
         assert_eq!(merged.len(), 70_000);
-        assert!(merged.pending.is_empty());
+        assert!(merged.pending().is_empty());
         assert_eq!(merged, listed);
         let mut a = ExactSet::default();
         hashes(0..10).for_each(|h| a.insert(h));
