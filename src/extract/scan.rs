@@ -480,6 +480,7 @@ impl<'a> Scanner<'a> {
         // Bit i: whether the opener at depth i+1 is `{` (1 for `{`, bit 5 of the byte).
         let mut stack = u64::from(self.bytes[self.pos] >> 5 & 1);
         let mut depth = 1u32;
+        let mut mismatch = 0u64;
         let mut from = self.pos + 1;
         loop {
             let (base, mut brackets) = self.brackets_from(from)?;
@@ -489,25 +490,25 @@ impl<'a> Scanner<'a> {
                 let bracket = self.bytes[at];
                 // `[` and `{` have bit 1 set, `]` and `}` do not; `{` and `}` have bit 5.
                 let curly = u64::from(bracket >> 5 & 1);
-                let opens = u32::from(bracket >> 1 & 1);
-                // Openers and closers come in no predictable order: arithmetic and a conditional
-                // move, no branch on `opens` (the compiler made one, mispredicted on a quarter of
-                // the brackets).
-                let mismatch = (opens ^ 1) & (stack ^ curly) as u32 & 1;
-                stack = std::hint::select_unpredictable(opens == 1, stack << 1 | curly, stack >> 1);
-                depth = depth + 2 * opens - 1;
-                // One test for the three ways out: a mismatch, depth 0 (the end), depth 64 (the
-                // register stack is full).
-                if mismatch != 0 || depth % 64 == 0 {
+                let opens = bracket >> 1 & 1 == 1;
+                mismatch |= u64::from(!opens) & (stack ^ curly);
+                stack = if opens {
+                    stack << 1 | curly
+                } else {
+                    stack >> 1
+                };
+                depth = if opens { depth + 1 } else { depth - 1 };
+                if mismatch & 1 != 0 {
+                    self.pos = at;
+                    return Err("mismatched bracket");
+                }
+                if depth == 0 {
                     self.pos = at + 1;
-                    return if mismatch != 0 {
-                        self.pos = at;
-                        Err("mismatched bracket")
-                    } else if depth == 0 {
-                        Ok(())
-                    } else {
-                        self.skip_deep_container(stack)
-                    };
+                    return Ok(());
+                }
+                if depth == 64 {
+                    self.pos = at + 1;
+                    return self.skip_deep_container(stack);
                 }
             }
             from = base + 64;
