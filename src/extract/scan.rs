@@ -866,6 +866,113 @@ mod tests {
         }
     }
 
+    /// A random value nested `depth` levels deep (brackets inside strings and escaped quotes
+    /// included): its first member that deep, any others shallow.
+    fn nested_value(rng: &mut impl Rng, depth: usize, out: &mut String) {
+        const STRINGS: [&str; 6] = [
+            r#""a""#,
+            r#""]}""#,
+            r#""\"[{""#,
+            r#""\\""#,
+            r#""""#,
+            "\"é\"",
+        ];
+        if depth == 0 {
+            let scalars = ["1", "true", "null", "-2.5", "[]", "{}"];
+            let pick = rng.gen_range(0..STRINGS.len() + scalars.len());
+            out.push_str(
+                STRINGS
+                    .get(pick)
+                    .unwrap_or_else(|| &scalars[pick - STRINGS.len()]),
+            );
+            return;
+        }
+        let curly = rng.gen_bool(0.5);
+        out.push(if curly { '{' } else { '[' });
+        for i in 0..rng.gen_range(1..4) {
+            if i > 0 {
+                out.push(',');
+            }
+            if curly {
+                out.push_str(r#""k":"#);
+            }
+            let depth = if i == 0 {
+                depth - 1
+            } else {
+                rng.gen_range(0..3).min(depth - 1)
+            };
+            nested_value(rng, depth, out);
+        }
+        out.push(if curly { '}' } else { ']' });
+    }
+
+    /// `skip_container` byte by byte, with the open brackets on a `Vec`: where the value at `at`
+    /// ends, or the position and reason of its error.
+    fn skip_reference(line: &[u8], at: usize) -> (usize, Scan<()>) {
+        let (mut open, mut in_string, mut escaped) = (Vec::new(), false, false);
+        for (i, &b) in line.iter().enumerate().skip(at) {
+            // Backslashes escape outside strings too (the `blocks` contract).
+            let quote = b == b'"' && !escaped;
+            escaped = b == b'\\' && !escaped;
+            in_string ^= quote;
+            if in_string || quote {
+                continue;
+            }
+            if b == b'{' || b == b'[' {
+                open.push(b);
+            } else if b == b'}' || b == b']' {
+                if open.pop() != Some(b - 2) {
+                    return (i, Err("mismatched bracket"));
+                }
+                if open.is_empty() {
+                    return (i + 1, Ok(()));
+                }
+            }
+        }
+        (line.len(), Err("unterminated object or array"))
+    }
+
+    #[test]
+    fn containers_skip_as_a_bracket_stack_walk_does() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+        for round in 0..20_000 {
+            let mut line = String::from(r#"{"x":"#);
+            // Often past the register stack's 64 levels.
+            let depth = [1, 3, 10, 63, 64, 70, 150][rng.gen_range(0..7)];
+            nested_value(&mut rng, depth, &mut line);
+            let mut line = line.into_bytes();
+            // Mismatches, cuts and stray brackets.
+            for _ in 0..rng.gen_range(0..3) {
+                if line.len() <= 6 {
+                    break; // the opener stays
+                }
+                let i = rng.gen_range(6..line.len());
+                match rng.gen_range(0..3) {
+                    0 => line[i] = b"{}[]"[rng.gen_range(0..4)],
+                    1 => line.truncate(i.max(6)),
+                    _ => line.insert(i, b"{}[]\\\""[rng.gen_range(0..6)]),
+                }
+            }
+            line.extend_from_slice(b"}");
+            let (want_pos, want) = skip_reference(&line, 5);
+            for kernel in Kernel::available() {
+                let mut scanner = Scanner {
+                    bytes: &line,
+                    pos: 5,
+                    blocks: Blocks::new(&line, kernel),
+                    line_text: None,
+                };
+                let got = scanner.skip_container();
+                let shown = String::from_utf8_lossy(&line);
+                assert_eq!(
+                    (scanner.pos, got),
+                    (want_pos, want),
+                    "round {round}, {kernel:?}: {shown}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn keys_find_every_field_of_a_long_list() {
         // Many names, so that slots collide; long ones share their first eight bytes.
