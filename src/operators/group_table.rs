@@ -9,6 +9,7 @@
 //! A table crosses process boundaries without its lookup index; the index is rebuilt on first use.
 
 use crate::aggregate::Acc;
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
@@ -84,14 +85,20 @@ impl GroupTable {
     }
 
     /// Rebuilds the lookup index if the table came from another process.
+    #[inline]
     fn reindex(&mut self) {
         if self.index.len() != self.hashes.len() {
-            let hashes = &self.hashes;
-            self.index.clear();
-            for (entry, &hash) in hashes.iter().enumerate() {
-                self.index
-                    .insert_unique(hash, entry, |&other| hashes[other]);
-            }
+            self.rebuild_index();
+        }
+    }
+
+    #[cold]
+    fn rebuild_index(&mut self) {
+        let hashes = &self.hashes;
+        self.index.clear();
+        for (entry, &hash) in hashes.iter().enumerate() {
+            self.index
+                .insert_unique(hash, entry, |&other| hashes[other]);
         }
     }
 
@@ -103,15 +110,21 @@ impl GroupTable {
 
     /// Adds an entry for a key not in the table; its accumulators come from `accs`.
     fn push(&mut self, hash: u64, key: &str, accs: impl IntoIterator<Item = Acc>) -> usize {
+        let entry = self.append(hash, key, accs);
+        let hashes = &self.hashes;
+        self.index
+            .insert_unique(hash, entry, |&other| hashes[other]);
+        entry
+    }
+
+    /// Stores a new entry's key, hash and accumulators, without indexing it.
+    fn append(&mut self, hash: u64, key: &str, accs: impl IntoIterator<Item = Acc>) -> usize {
         let entry = self.hashes.len();
         self.text.push_str(key);
         self.key_ends.push(self.text.len());
         self.hashes.push(hash);
         self.accs.extend(accs);
         debug_assert_eq!(self.accs.len(), (entry + 1) * self.width);
-        let hashes = &self.hashes;
-        self.index
-            .insert_unique(hash, entry, |&other| hashes[other]);
         entry
     }
 
@@ -127,16 +140,36 @@ impl GroupTable {
                 entry
             }
             _ => {
-                self.reindex();
-                let entry = match self.find(hash, key) {
-                    Some(entry) => entry,
-                    None => self.push(hash, key, new_accs()),
-                };
+                let entry = self.find_or_append(hash, key, new_accs);
                 self.last = Some((hash, entry));
                 entry
             }
         };
         &mut self.accs[entry * self.width..(entry + 1) * self.width]
+    }
+
+    /// The entry of `key`, added with `new_accs()` if absent: one index probe either way (most
+    /// keys of a high-cardinality job are new).
+    fn find_or_append<I: IntoIterator<Item = Acc>>(
+        &mut self,
+        hash: u64,
+        key: &str,
+        new_accs: impl FnOnce() -> I,
+    ) -> usize {
+        self.reindex();
+        let (text, key_ends, hashes) = (&self.text, &self.key_ends, &self.hashes);
+        let slot = self.index.entry(
+            hash,
+            |&entry| same_key(key_at(text, key_ends, entry), key),
+            |&entry| hashes[entry],
+        );
+        match slot {
+            Entry::Occupied(found) => *found.get(),
+            Entry::Vacant(slot) => {
+                slot.insert(self.hashes.len());
+                self.append(hash, key, new_accs())
+            }
+        }
     }
 
     /// Merges every entry of `other` into this table (its accumulators are moved, not copied).
