@@ -5,7 +5,8 @@
 //! run never floods the log.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,8 +82,9 @@ impl Metrics {
         )
     }
 
-    /// Prints a progress line on stderr until `done` is set.
-    pub fn spawn_reporter(self: &Arc<Self>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    /// Prints a progress line on stderr until `stop` is dropped (or sent to), which ends the
+    /// thread at once: a run's wall time does not include a last tick.
+    pub fn spawn_reporter(self: &Arc<Self>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
         let metrics = Arc::clone(self);
         std::thread::spawn(move || {
             let tty = std::io::stderr().is_terminal();
@@ -93,8 +95,8 @@ impl Metrics {
             };
             let start = Instant::now();
             let (mut last_at, mut last_records) = (start, 0);
-            while !done.load(Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
+            while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(100))
+            {
                 if last_at.elapsed() < every {
                     continue;
                 }

@@ -16,7 +16,6 @@ use crate::sources::kafka::{CommitGate, KafkaInput};
 use crate::sources::{self, file, generator::LivePartition, sse, Partition};
 use crate::spec::Spec;
 use anyhow::{anyhow, Result};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use timely::container::CapacityContainerBuilder;
@@ -59,8 +58,8 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
     if options.input.is_none() {
         generate::shape_for(&spec.name)?; // fail at start-up, not in a worker
     }
-    let done = Arc::new(AtomicBool::new(false));
-    let reporter = metrics.spawn_reporter(Arc::clone(&done));
+    let (stop_reporter, stop) = std::sync::mpsc::channel();
+    let reporter = metrics.spawn_reporter(stop);
     let started = Instant::now();
 
     let communication = if cluster.processes > 1 {
@@ -142,7 +141,7 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
         result.map_err(|e| anyhow!("worker failed: {e}"))?;
     }
     output.flush()?;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop_reporter);
     let _ = reporter.join();
     eprintln!("{}", metrics.summary(started.elapsed()));
     Ok(())
