@@ -3,8 +3,8 @@
 //! characters, control characters, non-ASCII bytes and brackets outside strings.
 //!
 //! Contract:
-//! - `Blocks` walks the line's blocks in order from its start, classifying each once; no mask
-//!   has a bit past the end of the line except `escaped` right after a trailing backslash.
+//! - `classify_line` classifies all the line's blocks in one pass, in order from its start; no
+//!   mask has a bit past the end of the line except `escaped` right after a trailing backslash.
 //! - A character is *escaped* when an odd run of backslashes precedes it (in `\\\"` the second
 //!   backslash and the quote are); runs straddling blocks are carried over. Backslashes escape
 //!   wherever they are, as in simdjson: only inside strings is that JSON.
@@ -157,116 +157,117 @@ pub struct Block {
     pub brackets: u64,
 }
 
-/// A cursor over the blocks of one line; see the module contract.
-pub struct Blocks<'a> {
-    line: &'a [u8],
-    kernel: Kernel,
-    /// Offset of the current block in the line.
-    pub base: usize,
-    pub block: Block,
-    /// 1 when the next block's first byte is escaped.
-    escape_carry: u64,
-    /// All ones when the next block starts inside a string.
-    string_carry: u64,
+/// Replaces `blocks` with the masks of every block of `line`, in order: block `k` covers bytes
+/// `64 * k..64 * k + 64` (the last one as far as the line goes). One pass over the whole line,
+/// as simdjson's stage 1: one call, the carries in registers, no cursor to check per string.
+pub fn classify_line(kernel: Kernel, line: &[u8], blocks: &mut Vec<Block>) {
+    blocks.clear();
+    blocks.reserve(line.len().div_ceil(64));
+    match kernel {
+        Kernel::Portable => classify_blocks(line, blocks, classify_portable, prefix_xor),
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Sse2 => unsafe { classify_line_sse2(line, blocks) },
+        // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { classify_line_avx2(line, blocks) },
+    }
 }
 
-impl<'a> Blocks<'a> {
-    /// The cursor on the line's first block.
-    pub fn new(line: &'a [u8], kernel: Kernel) -> Self {
-        let mut blocks = Blocks {
-            line,
-            kernel,
-            base: 0,
-            block: Block::default(),
-            escape_carry: 0,
-            string_carry: 0,
-        };
-        blocks.classify();
-        blocks
-    }
+/// `classify_blocks` with `classify_sse2`, compiled as one function.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn classify_line_sse2(line: &[u8], blocks: &mut Vec<Block>) {
+    classify_blocks(line, blocks, |chunk| classify_sse2(chunk), prefix_xor);
+}
 
-    /// Moves forward to the block holding byte `pos` (at or after the current one); false when
-    /// `pos` is past the end of the line.
-    #[inline]
-    pub fn seek(&mut self, pos: usize) -> bool {
-        if pos >= self.line.len() {
-            return false;
+/// `classify_blocks` with `classify_avx2` and `prefix_xor_clmul`, compiled as one function (the
+/// mask arithmetic too).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+fn classify_line_avx2(line: &[u8], blocks: &mut Vec<Block>) {
+    classify_blocks(
+        line,
+        blocks,
+        |chunk| classify_avx2(chunk),
+        |x| prefix_xor_clmul(x),
+    );
+}
+
+/// Appends the blocks of `line` to `blocks` (which has room for them), their byte classes from
+/// `classify`; `prefix_xor` is `prefix_xor` or a faster equivalent.
+#[inline(always)]
+fn classify_blocks(
+    line: &[u8],
+    blocks: &mut Vec<Block>,
+    classify: impl Fn(&[u8; 64]) -> Classes,
+    prefix_xor: impl Fn(u64) -> u64,
+) {
+    let mut carries = Carries::default();
+    let whole = line.chunks_exact(64);
+    let rest = whole.remainder().len();
+    blocks
+        .extend(whole.map(|chunk| {
+            carries.block(classify(chunk.try_into().expect("64 bytes")), &prefix_xor)
+        }));
+    if rest == 0 {
+        return;
+    }
+    // A last partial block is read as the line's last 64 bytes, its classes then shifted down:
+    // no copy. Only a line shorter than a block is copied, padded with spaces.
+    let classes = match line.len().checked_sub(64) {
+        Some(start) => {
+            let chunk = line[start..].try_into().expect("64 bytes");
+            classify(chunk).shifted(64 - rest as u32)
         }
-        while pos - self.base >= 64 {
-            self.base += 64;
-            self.classify();
+        None => {
+            let mut padded = [b' '; 64];
+            padded[..rest].copy_from_slice(line);
+            classify(&padded)
         }
-        true
-    }
+    };
+    blocks.push(carries.block(classes, &prefix_xor));
+}
 
-    /// Classifies the block at `base`, carrying escapes and strings over from the one before.
-    fn classify(&mut self) {
-        let len = self.line.len();
-        // A last partial block is read as the line's last 64 bytes, its masks then shifted
-        // down: no copy. Only a line shorter than a block is copied, padded with spaces.
-        let (chunk, shift) = match self.line.get(self.base..self.base + 64) {
-            Some(chunk) => (chunk, 0),
-            None if len >= 64 => (&self.line[len - 64..], (64 - (len - self.base)) as u32),
-            None => {
-                let mut padded = [b' '; 64];
-                padded[..len].copy_from_slice(self.line);
-                return self.classify_chunk(&padded, 0);
-            }
-        };
-        self.classify_chunk(chunk.try_into().expect("64 bytes"), shift);
-    }
-
-    #[inline]
-    fn classify_chunk(&mut self, chunk: &[u8; 64], shift: u32) {
-        match self.kernel {
-            Kernel::Portable => self.update(classify_portable(chunk), shift, prefix_xor),
-            // SAFETY: SSE2 is part of the x86_64 baseline.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Sse2 => unsafe { self.update_sse2(chunk, shift) },
-            // SAFETY: `Avx2` is only chosen (`detect`, `available`) when the CPU has AVX2 and PCLMULQDQ.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { self.update_avx2(chunk, shift) },
+impl Classes {
+    /// The classes of bytes `shift..64`, moved down to bit 0.
+    fn shifted(self, shift: u32) -> Classes {
+        Classes {
+            quote: self.quote >> shift,
+            backslash: self.backslash >> shift,
+            control: self.control >> shift,
+            non_ascii: self.non_ascii >> shift,
+            bracket: self.bracket >> shift,
         }
     }
+}
 
-    /// `update` with `classify_sse2`, compiled as one function.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "sse2")]
-    fn update_sse2(&mut self, chunk: &[u8; 64], shift: u32) {
-        self.update(classify_sse2(chunk), shift, prefix_xor);
-    }
+/// What one block passes on to the next.
+#[derive(Default)]
+struct Carries {
+    /// 1 when the next block's first byte is escaped.
+    escape: u64,
+    /// All ones when the next block starts inside a string.
+    string: u64,
+}
 
-    /// `update` with `classify_avx2` and `prefix_xor_clmul`, compiled as one function (the mask
-    /// arithmetic too).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,pclmulqdq")]
-    fn update_avx2(&mut self, chunk: &[u8; 64], shift: u32) {
-        self.update(classify_avx2(chunk), shift, |x| prefix_xor_clmul(x));
-    }
-
-    /// Derives the block's masks from its byte classes, those of its first byte at bit `shift`;
-    /// `prefix_xor` is `prefix_xor` or a faster equivalent.
+impl Carries {
+    /// The masks of the block whose byte classes are `classes`, carrying escapes and strings over
+    /// from the block before.
     #[inline(always)]
-    fn update(&mut self, classes: Classes, shift: u32, prefix_xor: impl Fn(u64) -> u64) {
-        let classes = Classes {
-            quote: classes.quote >> shift,
-            backslash: classes.backslash >> shift,
-            control: classes.control >> shift,
-            non_ascii: classes.non_ascii >> shift,
-            bracket: classes.bracket >> shift,
-        };
-        let escaped = escaped(classes.backslash, &mut self.escape_carry);
+    fn block(&mut self, classes: Classes, prefix_xor: impl Fn(u64) -> u64) -> Block {
+        let escaped = escaped(classes.backslash, &mut self.escape);
         let quotes = classes.quote & !escaped;
-        let in_string = prefix_xor(quotes) ^ self.string_carry;
-        self.string_carry = ((in_string as i64) >> 63) as u64;
-        self.block = Block {
+        let in_string = prefix_xor(quotes) ^ self.string;
+        self.string = ((in_string as i64) >> 63) as u64;
+        Block {
             quotes,
             backslashes: classes.backslash,
             escaped,
             controls: classes.control,
             non_ascii: classes.non_ascii,
             brackets: classes.bracket & !in_string,
-        };
+        }
     }
 }
 
@@ -494,11 +495,12 @@ mod tests {
                 .collect();
             let want = line_reference(&line);
             for kernel in Kernel::available() {
-                let mut blocks = Blocks::new(&line, kernel);
+                let mut blocks = Vec::new();
+                classify_line(kernel, &line, &mut blocks);
+                assert_eq!(blocks.len(), line.len().div_ceil(64));
                 for (i, &(escaped, quote, bracket)) in want.iter().enumerate() {
-                    assert!(blocks.seek(i));
-                    let bit = 1u64 << (i - blocks.base);
-                    let b = &blocks.block;
+                    let bit = 1u64 << (i % 64);
+                    let b = &blocks[i / 64];
                     let got = (
                         b.escaped & bit != 0,
                         b.quotes & bit != 0,
@@ -506,7 +508,6 @@ mod tests {
                     );
                     assert_eq!(got, (escaped, quote, bracket), "round {round} byte {i}");
                 }
-                assert!(!blocks.seek(line.len()));
             }
         }
     }
@@ -516,18 +517,19 @@ mod tests {
         for kernel in Kernel::available() {
             // A whole block: the escaped byte would be the next block's first.
             let line = [b'a'; 63].iter().chain(b"\\").copied().collect::<Vec<_>>();
-            assert_eq!(Blocks::new(&line, kernel).block.escaped, 0);
+            let mut blocks = Vec::new();
+            classify_line(kernel, &line, &mut blocks);
+            assert_eq!(blocks[0].escaped, 0);
             // A short line (padded) and a last partial block (read in place, shifted).
             for len in [4, 100] {
                 let mut line = vec![b'a'; len];
                 line[len - 1] = b'\\';
                 line[len - 4] = b'"';
-                let mut blocks = Blocks::new(&line, kernel);
-                assert!(blocks.seek(len - 1));
-                let at = len - 1 - blocks.base;
-                assert_eq!(blocks.block.escaped, 1 << (at + 1), "{kernel:?} {len}");
-                assert_eq!(blocks.block.quotes, 1 << (at - 3), "{kernel:?} {len}");
-                assert_eq!(blocks.block.backslashes, 1 << at, "{kernel:?} {len}");
+                classify_line(kernel, &line, &mut blocks);
+                let (block, at) = (blocks.last().expect("a block"), (len - 1) % 64);
+                assert_eq!(block.escaped, 1 << (at + 1), "{kernel:?} {len}");
+                assert_eq!(block.quotes, 1 << (at - 3), "{kernel:?} {len}");
+                assert_eq!(block.backslashes, 1 << at, "{kernel:?} {len}");
             }
         }
     }

@@ -16,23 +16,25 @@
 //! - Wanted values that need number or escape decoding are handed to serde_json, so they are
 //!   bit-identical to the reference.
 //!
-//! Strings and brackets come from the 64-byte block masks of `blocks` (each block classified
-//! once per line); root scalars, whitespace and punctuation are read byte by byte. Short flat
+//! Strings and brackets come from the 64-byte block masks of `blocks` (the whole line classified
+//! up front, once); root scalars, whitespace and punctuation are read byte by byte. Short flat
 //! lines take a fast path (`short`) that gives up, to this scanner, on anything else.
 
 mod short;
 
-use super::blocks::{Blocks, Kernel};
+use super::blocks::{classify_line, Block, Kernel};
 use super::{Scalar, ScalarValue};
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// An error's reason; `Scanner::pos` says where.
 type Scan<T> = Result<T, &'static str>;
 
-struct Scanner<'a> {
+struct Scanner<'a, 'b> {
     bytes: &'a [u8],
     pos: usize,
-    blocks: Blocks<'a>,
+    /// The masks of every block of `bytes` (`classify_line`).
+    blocks: &'b [Block],
     /// The whole line as text, once checked (see `Scanner::text`).
     line_text: Option<Option<&'a str>>,
 }
@@ -200,15 +202,22 @@ fn general<'a>(
     line: &'a [u8],
     out: &mut [Option<Scalar<'a>>],
 ) -> Result<(), String> {
-    let mut scanner = Scanner {
-        bytes: line,
-        pos: 0,
-        blocks: Blocks::new(line, kernel),
-        line_text: None,
-    };
-    scanner
-        .root(keys, out)
-        .map_err(|reason| describe(reason, scanner.pos, line.len()))
+    thread_local! {
+        /// The block masks of the line being scanned: one buffer per thread, reused.
+        static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    }
+    BLOCKS.with_borrow_mut(|blocks| {
+        classify_line(kernel, line, blocks);
+        let mut scanner = Scanner {
+            bytes: line,
+            pos: 0,
+            blocks,
+            line_text: None,
+        };
+        scanner
+            .root(keys, out)
+            .map_err(|reason| describe(reason, scanner.pos, line.len()))
+    })
 }
 
 #[cold]
@@ -226,7 +235,7 @@ struct Contents {
     non_ascii: bool,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
         if self.token() != Some(b'{') {
             return Err("expected an object");
@@ -353,12 +362,11 @@ impl<'a> Scanner<'a> {
             non_ascii: false,
         };
         loop {
-            if !self.blocks.seek(from) {
+            let Some(block) = self.block(from) else {
                 self.pos = self.bytes.len();
                 return Err("unterminated string");
-            }
-            let base = self.blocks.base;
-            let block = self.blocks.block;
+            };
+            let base = from & !63;
             let live = !0u64 << (from - base);
             let quotes = block.quotes & live;
             // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
@@ -518,12 +526,19 @@ impl<'a> Scanner<'a> {
     /// The base of the block holding `from`, and that block's brackets at or after `from`.
     #[inline(always)]
     fn brackets_from(&mut self, from: usize) -> Scan<(usize, u64)> {
-        if !self.blocks.seek(from) {
+        let Some(block) = self.block(from) else {
             self.pos = self.bytes.len();
             return Err("unterminated object or array");
-        }
-        let base = self.blocks.base;
-        Ok((base, self.blocks.block.brackets & (!0u64 << (from - base))))
+        };
+        let base = from & !63;
+        Ok((base, block.brackets & (!0u64 << (from - base))))
+    }
+
+    /// The masks of the block holding byte `at`, if the line has that block (bits past the
+    /// line's end are clear, but for `escaped` after a trailing backslash: the `blocks` contract).
+    #[inline(always)]
+    fn block(&self, at: usize) -> Option<Block> {
+        self.blocks.get(at / 64).copied()
     }
 
     /// Goes on with `skip_container` past 64 open levels, `deep` being those levels' bit stack:
@@ -956,10 +971,12 @@ mod tests {
             line.extend_from_slice(b"}");
             let (want_pos, want) = skip_reference(&line, 5);
             for kernel in Kernel::available() {
+                let mut blocks = Vec::new();
+                classify_line(kernel, &line, &mut blocks);
                 let mut scanner = Scanner {
                     bytes: &line,
                     pos: 5,
-                    blocks: Blocks::new(&line, kernel),
+                    blocks: &blocks,
                     line_text: None,
                 };
                 let got = scanner.skip_container();
