@@ -480,43 +480,43 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// Skips the object or array opening at `pos`, of any depth: walks the brackets outside
-    /// strings, checking that each closer matches its opener. The first 64 levels are a bit
-    /// stack in a register, pushed and popped without branches (brackets come in no
-    /// predictable order); deeper values go on in `skip_deep_container`.
+    /// strings, checking that each closer matches its opener. The first 63 levels are a bit
+    /// stack in a register, pushed and popped with shifts (brackets come in no predictable
+    /// order); deeper values go on in `skip_deep_container`.
     #[inline(never)]
     fn skip_container(&mut self) -> Scan<()> {
-        // Bit i: whether the opener at depth i+1 is `{` (1 for `{`, bit 5 of the byte).
-        let mut stack = u64::from(self.bytes[self.pos] >> 5 & 1);
-        let mut depth = 1u32;
-        let mut mismatch = 0u64;
+        // Bit 0 is the innermost open level, 1 for `{` (bit 5 of the byte); a 1 above the last
+        // level marks the bottom, so the stack is `1` when all are closed (no depth counter).
+        let mut stack = 0b10 | u64::from(self.bytes[self.pos] >> 5 & 1);
         let mut from = self.pos + 1;
         loop {
             let (base, mut brackets) = self.brackets_from(from)?;
             while brackets != 0 {
                 let at = base + brackets.trailing_zeros() as usize;
                 brackets &= brackets - 1;
-                let bracket = self.bytes[at];
+                #[cfg(any(test, debug_assertions))]
+                assert!(at < self.bytes.len());
+                // SAFETY: bracket bits lie inside the line (the `blocks` contract). (Indexing
+                // would check that again for every bracket.)
+                let bracket = unsafe { *self.bytes.get_unchecked(at) };
                 // `[` and `{` have bit 1 set, `]` and `}` do not; `{` and `}` have bit 5.
                 let curly = u64::from(bracket >> 5 & 1);
-                let opens = bracket >> 1 & 1 == 1;
-                mismatch |= u64::from(!opens) & (stack ^ curly);
-                stack = if opens {
-                    stack << 1 | curly
+                if bracket & 2 != 0 {
+                    stack = stack << 1 | curly;
+                    if stack >> 63 != 0 {
+                        self.pos = at + 1;
+                        return self.skip_deep_container(stack);
+                    }
                 } else {
-                    stack >> 1
-                };
-                depth = if opens { depth + 1 } else { depth - 1 };
-                if mismatch & 1 != 0 {
-                    self.pos = at;
-                    return Err("mismatched bracket");
-                }
-                if depth == 0 {
-                    self.pos = at + 1;
-                    return Ok(());
-                }
-                if depth == 64 {
-                    self.pos = at + 1;
-                    return self.skip_deep_container(stack);
+                    if (stack ^ curly) & 1 != 0 {
+                        self.pos = at;
+                        return Err("mismatched bracket");
+                    }
+                    stack >>= 1;
+                    if stack == 1 {
+                        self.pos = at + 1;
+                        return Ok(());
+                    }
                 }
             }
             from = base + 64;
@@ -541,11 +541,11 @@ impl<'a> Scanner<'a, '_> {
         self.blocks.get(at / 64).copied()
     }
 
-    /// Goes on with `skip_container` past 64 open levels, `deep` being those levels' bit stack:
-    /// the same walk with the stack in memory.
+    /// Goes on with `skip_container` past 63 open levels, `deep` being its full stack (63 levels
+    /// under the bottom mark): the same walk with the stack in memory.
     #[cold]
     fn skip_deep_container(&mut self, deep: u64) -> Scan<()> {
-        let mut open: Vec<bool> = (0..64).rev().map(|i| deep >> i & 1 == 1).collect();
+        let mut open: Vec<bool> = (0..63).rev().map(|i| deep >> i & 1 == 1).collect();
         let mut from = self.pos;
         loop {
             let (base, mut brackets) = self.brackets_from(from)?;
@@ -952,7 +952,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
         for round in 0..20_000 {
             let mut line = String::from(r#"{"x":"#);
-            // Often past the register stack's 64 levels.
+            // Often past the register stack's 63 levels.
             let depth = [1, 3, 10, 63, 64, 70, 150][rng.gen_range(0..7)];
             nested_value(&mut rng, depth, &mut line);
             let mut line = line.into_bytes();
