@@ -12,7 +12,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamstats::kafka::{BatchQueue, Fetched};
+use streamstats::kafka::{BatchQueue, Fetched, PartitionConsumer};
 
 fn consumer(brokers: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -32,8 +32,12 @@ fn open(
     brokers: &str,
     topic: &str,
     partition: i32,
-) -> (Arc<BaseConsumer>, BatchQueue<DefaultConsumerContext>) {
-    let consumer = Arc::new(consumer(brokers));
+) -> (
+    Arc<PartitionConsumer<DefaultConsumerContext>>,
+    BatchQueue<DefaultConsumerContext>,
+) {
+    // Closed as quickly as the job closes its consumers (`PartitionConsumer`).
+    let consumer = Arc::new(PartitionConsumer::new(consumer(brokers)));
     let queue = BatchQueue::split(&consumer, topic, partition).expect("partition queue");
     let mut assignment = TopicPartitionList::new();
     assignment

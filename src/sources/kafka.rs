@@ -45,7 +45,9 @@
 //!   they commit only there: a live session job commits no offsets at all.
 
 use super::{Discovery, Partition, ReadStatus};
-use crate::kafka::{client_config, owner, BatchQueue, Fetched, KafkaUrl, Logger, BATCH};
+use crate::kafka::{
+    client_config, owner, BatchQueue, Fetched, KafkaUrl, Logger, PartitionConsumer, BATCH,
+};
 use crate::sinks::RowSink;
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -251,7 +253,7 @@ impl KafkaInput {
                 }
             }
         };
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(PartitionConsumer::new(consumer));
         // Before `assign`: every message of the partition goes to its own queue.
         let messages = BatchQueue::split(&consumer, topic, id)?;
         let mut assignment = TopicPartitionList::new();
@@ -335,7 +337,7 @@ pub struct KafkaPartition {
     topic: String,
     id: i32,
     /// Shared with a pending `FinalCommit`, which outlives the partition.
-    consumer: Arc<BaseConsumer<Logger>>,
+    consumer: Arc<PartitionConsumer<Logger>>,
     /// The partition's messages; the consumer's own queue has its log lines and errors.
     messages: BatchQueue<Logger>,
     /// How many of the next messages were queued when the last warning was served: they may
@@ -619,7 +621,7 @@ impl Drop for KafkaPartition {
 
 /// The last commit of a partition read to its end, made once every window has been emitted.
 struct FinalCommit {
-    consumer: Arc<BaseConsumer<Logger>>,
+    consumer: Arc<PartitionConsumer<Logger>>,
     name: String,
     topic: String,
     id: i32,
