@@ -8,11 +8,11 @@
 //! Usage: kafka_drain HOST:PORT TOPIC [THREADS]   (one consumer per partition, THREADS threads)
 
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::Offset;
 use rdkafka::ClientConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamstats::kafka::{BatchQueue, Fetched};
+use streamstats::kafka::{assign_partition, AssignedConsumer, BatchQueue, Fetched};
 
 fn consumer(brokers: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -32,14 +32,13 @@ fn open(
     brokers: &str,
     topic: &str,
     partition: i32,
-) -> (Arc<BaseConsumer>, BatchQueue<DefaultConsumerContext>) {
-    let consumer = Arc::new(consumer(brokers));
-    let queue = BatchQueue::split(&consumer, topic, partition).expect("partition queue");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
+) -> (
+    Arc<AssignedConsumer<DefaultConsumerContext>>,
+    BatchQueue<DefaultConsumerContext>,
+) {
+    // Opened and closed like the job's consumers (`assign_partition`, `AssignedConsumer`).
+    let consumer = Arc::new(AssignedConsumer::new(consumer(brokers)));
+    let queue = assign_partition(&consumer, topic, partition, Offset::Beginning).expect("assign");
     (consumer, queue)
 }
 
@@ -82,7 +81,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (brokers, topic) = (args[1].clone(), args[2].clone());
     let threads: usize = args.get(3).map_or(1, |t| t.parse().expect("THREADS"));
-    let metadata = consumer(&brokers)
+    let metadata = AssignedConsumer::new(consumer(&brokers))
         .fetch_metadata(Some(&topic), Duration::from_secs(10))
         .expect("metadata");
     let ids: Vec<i32> = metadata.topics()[0]

@@ -45,7 +45,10 @@
 //!   they commit only there: a live session job commits no offsets at all.
 
 use super::{Discovery, Partition, ReadStatus};
-use crate::kafka::{client_config, owner, BatchQueue, Fetched, KafkaUrl, Logger, BATCH};
+use crate::kafka::{
+    assign_partition, client_config, owner, AssignedConsumer, BatchQueue, Fetched, KafkaUrl,
+    Logger, BATCH,
+};
 use crate::sinks::RowSink;
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -179,10 +182,12 @@ impl KafkaInput {
         client_config(&self.url.brokers, &defaults, &self.options)
     }
 
-    fn new_consumer(&self, name: &str) -> Result<BaseConsumer<Logger>> {
-        self.consumer_config()
+    fn new_consumer(&self, name: &str) -> Result<AssignedConsumer<Logger>> {
+        let consumer = self
+            .consumer_config()
             .create_with_context(Logger::new(name))
-            .with_context(|| format!("cannot create a Kafka consumer for {}", self.url.brokers))
+            .with_context(|| format!("cannot create a Kafka consumer for {}", self.url.brokers))?;
+        Ok(AssignedConsumer::new(consumer))
     }
 
     /// Partition ids of the topic, retrying while the broker or the topic is not there yet.
@@ -252,13 +257,7 @@ impl KafkaInput {
             }
         };
         let consumer = Arc::new(consumer);
-        // Before `assign`: every message of the partition goes to its own queue.
-        let messages = BatchQueue::split(&consumer, topic, id)?;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, id, offset)?;
-        consumer
-            .assign(&assignment)
-            .with_context(|| format!("{name}: cannot assign"))?;
+        let messages = assign_partition(&consumer, topic, id, offset)?;
         Ok(KafkaPartition {
             name,
             topic: topic.clone(),
@@ -335,7 +334,7 @@ pub struct KafkaPartition {
     topic: String,
     id: i32,
     /// Shared with a pending `FinalCommit`, which outlives the partition.
-    consumer: Arc<BaseConsumer<Logger>>,
+    consumer: Arc<AssignedConsumer<Logger>>,
     /// The partition's messages; the consumer's own queue has its log lines and errors.
     messages: BatchQueue<Logger>,
     /// How many of the next messages were queued when the last warning was served: they may
@@ -619,7 +618,7 @@ impl Drop for KafkaPartition {
 
 /// The last commit of a partition read to its end, made once every window has been emitted.
 struct FinalCommit {
-    consumer: Arc<BaseConsumer<Logger>>,
+    consumer: Arc<AssignedConsumer<Logger>>,
     name: String,
     topic: String,
     id: i32,
@@ -671,7 +670,7 @@ thread_local! {
 /// Finds partitions added to the topic while a live job runs.
 struct KafkaDiscovery {
     input: KafkaInput,
-    metadata: BaseConsumer<Logger>,
+    metadata: AssignedConsumer<Logger>,
     known: HashSet<i32>,
     index: usize,
     peers: usize,
