@@ -31,6 +31,11 @@
 #    are delivered again). Fetch responses carry the correct high watermark.
 #  - A consumer-group join (subscribe) takes about session.timeout.ms / 2 (45 s default
 #    -> ~23 s); use session.timeout.ms=2000 in tests, or assign().
+#  - CreatePartitions answers UnsupportedFeature: a topic cannot grow, so the source's
+#    discovery of new partitions cannot be exercised against this broker.
+#  - With fetch.wait.max.ms=20 or 10 no fetch returns records (50 and up work): a plain
+#    librdkafka consumer (examples/kafka_drain.rs) reads nothing, like the job. Keep the
+#    default (100 ms) or at least 50 ms with this broker.
 set -euo pipefail
 shopt -s inherit_errexit   # make failures inside $(...) fatal too
 
