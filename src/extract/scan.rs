@@ -391,7 +391,7 @@ impl<'a> Scanner<'a, '_> {
             let live = !0u64 << (from - base);
             let quotes = block.quotes & live;
             let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
-            if (block.controls | block.non_ascii | block.backslashes) & span != 0 {
+            if block.unusual & span != 0 {
                 return Err(from);
             }
             if quotes != 0 {
@@ -425,8 +425,8 @@ impl<'a> Scanner<'a, '_> {
             let quotes = block.quotes & live;
             // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
             let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
-            if (block.controls | block.non_ascii | block.backslashes) & span != 0 {
-                let controls = block.controls & span;
+            if block.unusual & span != 0 {
+                let controls = block.unusual & !(block.non_ascii | block.backslashes) & span;
                 if controls != 0 {
                     self.pos = base + controls.trailing_zeros() as usize;
                     return Err("control character in a string");
