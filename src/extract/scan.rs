@@ -235,12 +235,6 @@ struct Contents {
     non_ascii: bool,
 }
 
-/// The contents of a plain string: ASCII without escapes.
-const PLAIN: Contents = Contents {
-    escapes: false,
-    non_ascii: false,
-};
-
 impl<'a> Scanner<'a, '_> {
     fn root(&mut self, keys: &Keys, out: &mut [Option<Scalar<'a>>]) -> Scan<()> {
         if self.token() != Some(b'{') {
@@ -315,20 +309,10 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// Reads the root key at `pos` (a quote) and returns the index of the field it names, if any.
-    #[inline(always)]
+    #[inline]
     fn root_key(&mut self, keys: &Keys) -> Scan<Option<usize>> {
         let start = self.pos;
-        match self.plain_string() {
-            Ok(raw) => Ok(keys.find_in(self.bytes, start + 1, raw.len())),
-            Err(from) => self.root_key_general(keys, from),
-        }
-    }
-
-    /// `root_key` for the keys `plain_string` leaves (escaped or non-ASCII), out of line.
-    #[inline(never)]
-    fn root_key_general(&mut self, keys: &Keys, from: usize) -> Scan<Option<usize>> {
-        let start = self.pos;
-        let (raw, contents) = self.string_general(from)?;
+        let (raw, contents) = self.string()?;
         if contents.escapes {
             let mut buffer = [0u8; SHORT_KEY];
             if !contents.non_ascii {
@@ -371,46 +355,8 @@ impl<'a> Scanner<'a, '_> {
     /// needs (valid escapes, no control characters); returns its body (escapes undecoded).
     #[inline(always)]
     fn string(&mut self) -> Scan<(&'a [u8], Contents)> {
-        match self.plain_string() {
-            Ok(body) => Ok((body, PLAIN)),
-            Err(from) => self.string_general(from),
-        }
-    }
-
-    /// `string` for the common root string, plain ASCII (see `PLAIN`): one test per block,
-    /// inlined. Else `pos` is unmoved and the error is where `string_general` (out of line, so
-    /// that the root walk, which inlines this for every key and value, keeps its state in
-    /// registers) goes on: the string is plain up to there.
-    #[inline(always)]
-    fn plain_string(&mut self) -> Result<&'a [u8], usize> {
         let open = self.pos;
         let mut from = open + 1;
-        loop {
-            let block = self.block(from).ok_or(from)?;
-            let base = from & !63;
-            let live = !0u64 << (from - base);
-            let quotes = block.quotes & live;
-            let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
-            if block.unusual & span != 0 {
-                return Err(from);
-            }
-            if quotes != 0 {
-                let close = base + quotes.trailing_zeros() as usize;
-                self.pos = close + 1;
-                #[cfg(any(test, debug_assertions))]
-                assert!(open < close && close < self.bytes.len());
-                // SAFETY: as in `string_general`.
-                return Ok(unsafe { self.bytes.get_unchecked(open + 1..close) });
-            }
-            from = base + 64;
-        }
-    }
-
-    /// `string` for any string, from `from` on (the string is plain before it): block by
-    /// block, with escapes, non-ASCII bytes and control characters.
-    #[inline(never)]
-    fn string_general(&mut self, mut from: usize) -> Scan<(&'a [u8], Contents)> {
-        let open = self.pos;
         let mut contents = Contents {
             escapes: false,
             non_ascii: false,
@@ -425,6 +371,7 @@ impl<'a> Scanner<'a, '_> {
             let quotes = block.quotes & live;
             // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
             let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
+            // Most strings are plain ASCII: one test.
             if block.unusual & span != 0 {
                 let controls = block.unusual & !(block.non_ascii | block.backslashes) & span;
                 if controls != 0 {
@@ -623,8 +570,6 @@ impl<'a> Scanner<'a, '_> {
 
     /// Reads the wanted root value at `pos`, whose first byte is `first`; plain strings and
     /// small integers are decoded here, anything needing escape or float decoding by serde_json.
-    /// (Out of line: a few per line, and the root walk keeps its registers.)
-    #[inline(never)]
     fn wanted_value(&mut self, first: Option<u8>, fields: usize) -> Scan<Scalar<'a>> {
         let start = self.pos;
         let bytes: &'a [u8] = self.bytes;
