@@ -1,6 +1,7 @@
 //! Classification of a JSON line in 64-byte blocks, as in simdjson's "stage 1": per block, one
 //! bit per byte (bit `i` is byte `base + i`) for unescaped quotes, backslashes, escaped
-//! characters, control characters, non-ASCII bytes and brackets outside strings.
+//! characters, non-ASCII bytes, "unusual" bytes (control characters, non-ASCII bytes and
+//! backslashes) and brackets outside strings.
 //!
 //! Contract:
 //! - `classify_line` classifies all the line's blocks in one pass, in order from its start; no
@@ -104,6 +105,8 @@ struct Classes {
     control: u64,
     /// 0x80 and above.
     non_ascii: u64,
+    /// `control | non_ascii | backslash`, in one mask (see `Block::unusual`).
+    unusual: u64,
     /// `{`, `}`, `[` or `]`.
     bracket: u64,
 }
@@ -151,7 +154,10 @@ pub struct Block {
     pub backslashes: u64,
     /// Characters escaped by a backslash (see the module contract).
     pub escaped: u64,
-    pub controls: u64,
+    /// Control characters, non-ASCII bytes and backslashes: what a plain ASCII string has none
+    /// of, in one mask for the scanner's common test (control characters are the bits that are
+    /// in neither `non_ascii` nor `backslashes`).
+    pub unusual: u64,
     pub non_ascii: u64,
     /// Brackets outside strings.
     pub brackets: u64,
@@ -237,6 +243,7 @@ impl Classes {
             backslash: self.backslash >> shift,
             control: self.control >> shift,
             non_ascii: self.non_ascii >> shift,
+            unusual: self.unusual >> shift,
             bracket: self.bracket >> shift,
         }
     }
@@ -264,7 +271,7 @@ impl Carries {
             quotes,
             backslashes: classes.backslash,
             escaped,
-            controls: classes.control,
+            unusual: classes.unusual,
             non_ascii: classes.non_ascii,
             brackets: classes.bracket & !in_string,
         }
@@ -329,6 +336,8 @@ fn classify_portable(chunk: &[u8; 64]) -> Classes {
         classes.backslash |= gather(zero(x ^ splat(b'\\'))) << shift;
         classes.control |= gather(zero(x & splat(0xe0))) << shift;
         classes.non_ascii |= gather(x & HIGHS) << shift;
+        classes.unusual |=
+            gather(zero(x & splat(0xe0)) | (x & HIGHS) | zero(x ^ splat(b'\\'))) << shift;
         classes.bracket |= gather(zero(folded ^ splat(b'{')) | zero(folded ^ splat(b'}'))) << shift;
     }
     classes
@@ -348,11 +357,14 @@ fn classify_sse2(chunk: &[u8; 64]) -> Classes {
         let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * k);
         let folded = _mm_or_si128(v, splat(0x20));
         let non_ascii = mask(v);
-        classes.quote |= mask(_mm_cmpeq_epi8(v, splat(b'"')));
-        classes.backslash |= mask(_mm_cmpeq_epi8(v, splat(b'\\')));
+        let backslash = _mm_cmpeq_epi8(v, splat(b'\\'));
         // A signed compare: below 0x20, or 0x80 and above.
-        classes.control |= mask(_mm_cmplt_epi8(v, splat(0x20))) & !non_ascii;
+        let control_or_non_ascii = _mm_cmplt_epi8(v, splat(0x20));
+        classes.quote |= mask(_mm_cmpeq_epi8(v, splat(b'"')));
+        classes.backslash |= mask(backslash);
+        classes.control |= mask(control_or_non_ascii) & !non_ascii;
         classes.non_ascii |= non_ascii;
+        classes.unusual |= mask(_mm_or_si128(control_or_non_ascii, backslash));
         classes.bracket |= mask(_mm_or_si128(
             _mm_cmpeq_epi8(folded, splat(b'{')),
             _mm_cmpeq_epi8(folded, splat(b'}')),
@@ -375,11 +387,14 @@ fn classify_avx2(chunk: &[u8; 64]) -> Classes {
         let mask = |m: __m256i| u64::from(_mm256_movemask_epi8(m) as u32) << (32 * k);
         let folded = _mm256_or_si256(v, splat(0x20));
         let non_ascii = mask(v);
-        classes.quote |= mask(_mm256_cmpeq_epi8(v, splat(b'"')));
-        classes.backslash |= mask(_mm256_cmpeq_epi8(v, splat(b'\\')));
+        let backslash = _mm256_cmpeq_epi8(v, splat(b'\\'));
         // A signed compare: below 0x20, or 0x80 and above.
-        classes.control |= mask(_mm256_cmpgt_epi8(splat(0x20), v)) & !non_ascii;
+        let control_or_non_ascii = _mm256_cmpgt_epi8(splat(0x20), v);
+        classes.quote |= mask(_mm256_cmpeq_epi8(v, splat(b'"')));
+        classes.backslash |= mask(backslash);
+        classes.control |= mask(control_or_non_ascii) & !non_ascii;
         classes.non_ascii |= non_ascii;
+        classes.unusual |= mask(_mm256_or_si256(control_or_non_ascii, backslash));
         classes.bracket |= mask(_mm256_or_si256(
             _mm256_cmpeq_epi8(folded, splat(b'{')),
             _mm256_cmpeq_epi8(folded, splat(b'}')),
@@ -402,6 +417,8 @@ mod tests {
             c.backslash |= if b == b'\\' { bit } else { 0 };
             c.control |= if b < 0x20 { bit } else { 0 };
             c.non_ascii |= if b >= 0x80 { bit } else { 0 };
+            let unusual = !(0x20..0x80).contains(&b) || b == b'\\';
+            c.unusual |= if unusual { bit } else { 0 };
             c.bracket |= if b"{}[]".contains(&b) { bit } else { 0 };
         }
         c

@@ -372,8 +372,8 @@ impl<'a> Scanner<'a, '_> {
             // Up to the closing quote, when it is in this block (the lowest bit of `quotes`).
             let span = (quotes & quotes.wrapping_neg()).wrapping_sub(1) & live;
             // Most strings are plain ASCII: one test.
-            if (block.controls | block.non_ascii | block.backslashes) & span != 0 {
-                let controls = block.controls & span;
+            if block.unusual & span != 0 {
+                let controls = block.unusual & !(block.non_ascii | block.backslashes) & span;
                 if controls != 0 {
                     self.pos = base + controls.trailing_zeros() as usize;
                     return Err("control character in a string");
