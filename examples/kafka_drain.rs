@@ -38,7 +38,14 @@ fn open(
 ) {
     // Opened and closed like the job's consumers (`assign_partition`, `AssignedConsumer`).
     let consumer = Arc::new(AssignedConsumer::new(consumer(brokers)));
-    let queue = assign_partition(&consumer, topic, partition, Offset::Beginning).expect("assign");
+    let queue = assign_partition(
+        &consumer,
+        topic,
+        partition,
+        Offset::Beginning,
+        Duration::from_secs(2),
+    )
+    .expect("assign");
     (consumer, queue)
 }
 

@@ -234,15 +234,16 @@ impl<C: ConsumerContext + 'static> Drop for AssignedConsumer<C> {
 /// Assigns partition `partition` of `topic` to `consumer`, to be read from `offset` through the
 /// returned queue. Reads the topic's metadata first: a client assigned a partition whose leader
 /// it does not know yet retries the start-offset lookup only 500 ms later (librdkafka's fixed
-/// retry), which delayed every partition's first fetch by ~450 ms. Best effort: without the
-/// metadata the partition still starts, later.
+/// retry), which delayed every partition's first fetch by ~450 ms. Best effort, waiting at most
+/// `metadata_wait`: without the metadata the partition still starts, later.
 pub fn assign_partition<C: ConsumerContext + 'static>(
     consumer: &Arc<AssignedConsumer<C>>,
     topic: &str,
     partition: i32,
     offset: Offset,
+    metadata_wait: Duration,
 ) -> Result<BatchQueue<C>> {
-    let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(2));
+    let _ = consumer.fetch_metadata(Some(topic), metadata_wait);
     // Before `assign`: every message of the partition goes to its own queue.
     let messages = BatchQueue::split(consumer, topic, partition)?;
     let mut assignment = TopicPartitionList::new();

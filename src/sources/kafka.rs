@@ -229,12 +229,15 @@ impl KafkaInput {
     }
 
     /// Opens one partition at the start position (`start`) and, in bounded mode, finds its end.
+    /// Opens partition `id`; `metadata_wait` bounds how long it may wait for the topic's
+    /// metadata (see `assign_partition`).
     fn open_partition(
         &self,
         id: i32,
         start: &StartAt,
         gate: Option<CommitGate>,
         siblings: &Rc<Siblings>,
+        metadata_wait: Duration,
     ) -> Result<KafkaPartition> {
         let topic = &self.url.topic;
         let name = format!("{topic}/{id}");
@@ -257,7 +260,7 @@ impl KafkaInput {
             }
         };
         let consumer = Arc::new(consumer);
-        let messages = assign_partition(&consumer, topic, id, offset)?;
+        let messages = assign_partition(&consumer, topic, id, offset, metadata_wait)?;
         Ok(KafkaPartition {
             name,
             topic: topic.clone(),
@@ -309,6 +312,7 @@ pub fn partitions(
             &input.start,
             gate.clone(),
             &siblings,
+            Duration::from_secs(2),
         )?));
     }
     let discovery: Option<Box<dyn Discovery>> = if input.until_end {
@@ -705,6 +709,8 @@ impl Discovery for KafkaDiscovery {
                 &StartAt::Earliest,
                 self.gate.clone(),
                 &self.siblings,
+                // Short, like the look-up above: this runs on the worker thread.
+                Duration::from_millis(200),
             ) {
                 Ok(partition) => {
                     eprintln!(
