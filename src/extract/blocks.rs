@@ -101,11 +101,10 @@ fn avx2() -> bool {
 struct Classes {
     quote: u64,
     backslash: u64,
-    /// Below 0x20.
-    control: u64,
     /// 0x80 and above.
     non_ascii: u64,
-    /// `control | non_ascii | backslash`, in one mask (see `Block::unusual`).
+    /// Control characters (below 0x20), non-ASCII bytes and backslashes, in one mask (see
+    /// `Block::unusual`).
     unusual: u64,
     /// `{`, `}`, `[` or `]`.
     bracket: u64,
@@ -127,9 +126,11 @@ fn short_classes(classify: impl Fn(&[u8; 64]) -> Classes, bytes: &[u8; 128]) -> 
     let (low, high) = bytes.split_at(64);
     let [low, high] = [low, high].map(|half| classify(half.try_into().expect("64 bytes")));
     let join = |low: u64, high: u64| u128::from(low) | u128::from(high) << 64;
+    // Backslashes and control characters: the unusual bytes that are ASCII.
+    let odd = |c: Classes| c.unusual & !c.non_ascii;
     ShortClasses {
         quote: join(low.quote, high.quote),
-        odd: join(low.backslash | low.control, high.backslash | high.control),
+        odd: join(odd(low), odd(high)),
         non_ascii: join(low.non_ascii, high.non_ascii),
     }
 }
@@ -241,7 +242,6 @@ impl Classes {
         Classes {
             quote: self.quote >> shift,
             backslash: self.backslash >> shift,
-            control: self.control >> shift,
             non_ascii: self.non_ascii >> shift,
             unusual: self.unusual >> shift,
             bracket: self.bracket >> shift,
@@ -334,7 +334,6 @@ fn classify_portable(chunk: &[u8; 64]) -> Classes {
         let shift = 8 * k;
         classes.quote |= gather(zero(x ^ splat(b'"'))) << shift;
         classes.backslash |= gather(zero(x ^ splat(b'\\'))) << shift;
-        classes.control |= gather(zero(x & splat(0xe0))) << shift;
         classes.non_ascii |= gather(x & HIGHS) << shift;
         classes.unusual |=
             gather(zero(x & splat(0xe0)) | (x & HIGHS) | zero(x ^ splat(b'\\'))) << shift;
@@ -362,7 +361,6 @@ fn classify_sse2(chunk: &[u8; 64]) -> Classes {
         let control_or_non_ascii = _mm_cmplt_epi8(v, splat(0x20));
         classes.quote |= mask(_mm_cmpeq_epi8(v, splat(b'"')));
         classes.backslash |= mask(backslash);
-        classes.control |= mask(control_or_non_ascii) & !non_ascii;
         classes.non_ascii |= non_ascii;
         classes.unusual |= mask(_mm_or_si128(control_or_non_ascii, backslash));
         classes.bracket |= mask(_mm_or_si128(
@@ -392,7 +390,6 @@ fn classify_avx2(chunk: &[u8; 64]) -> Classes {
         let control_or_non_ascii = _mm256_cmpgt_epi8(splat(0x20), v);
         classes.quote |= mask(_mm256_cmpeq_epi8(v, splat(b'"')));
         classes.backslash |= mask(backslash);
-        classes.control |= mask(control_or_non_ascii) & !non_ascii;
         classes.non_ascii |= non_ascii;
         classes.unusual |= mask(_mm256_or_si256(control_or_non_ascii, backslash));
         classes.bracket |= mask(_mm256_or_si256(
@@ -415,7 +412,6 @@ mod tests {
             let bit = 1u64 << i;
             c.quote |= if b == b'"' { bit } else { 0 };
             c.backslash |= if b == b'\\' { bit } else { 0 };
-            c.control |= if b < 0x20 { bit } else { 0 };
             c.non_ascii |= if b >= 0x80 { bit } else { 0 };
             let unusual = !(0x20..0x80).contains(&b) || b == b'\\';
             c.unusual |= if unusual { bit } else { 0 };
