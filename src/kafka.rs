@@ -286,7 +286,7 @@ pub enum Fetched<'a> {
 impl<C: ConsumerContext + 'static> BatchQueue<C> {
     /// Gives partition `partition` of `topic` a queue of its own. Call it before `assign`, so
     /// that no message of the partition is ever put on the consumer's queue.
-    pub fn split(consumer: &Arc<AssignedConsumer<C>>, topic: &str, partition: i32) -> Result<Self> {
+    fn split(consumer: &Arc<AssignedConsumer<C>>, topic: &str, partition: i32) -> Result<Self> {
         let name = CString::new(topic).context("topic name with a NUL byte")?;
         let client = consumer.client().native_ptr();
         // SAFETY: `client` is a live client (we hold `consumer`) and `name` a NUL-terminated

@@ -228,9 +228,8 @@ impl KafkaInput {
         }
     }
 
-    /// Opens one partition at the start position (`start`) and, in bounded mode, finds its end.
-    /// Opens partition `id`; `metadata_wait` bounds how long it may wait for the topic's
-    /// metadata (see `assign_partition`).
+    /// Opens partition `id` at the start position (`start`); `metadata_wait` bounds how long it
+    /// may wait for the topic's metadata (see `assign_partition`).
     fn open_partition(
         &self,
         id: i32,
