@@ -71,6 +71,9 @@ pub struct WindowSpec {
     pub kind: WindowKind,
     /// Written to the output as `"window"` when set, so rows of several windows can be told apart.
     pub label: Option<String>,
+    /// The window spec whose closed windows make up this one's (`window::feeders`); `None`:
+    /// records update this one directly.
+    pub fed_by: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -254,7 +257,12 @@ impl Spec {
             windows.push(WindowSpec {
                 kind,
                 label: w.label.clone(),
+                fed_by: None,
             });
+        }
+        let kinds: Vec<WindowKind> = windows.iter().map(|w| w.kind).collect();
+        for (window, fed_by) in windows.iter_mut().zip(crate::window::feeders(&kinds)) {
+            window.fed_by = fed_by;
         }
         let sessions = windows
             .iter()

@@ -11,12 +11,19 @@
 //! reported starts up to `size - slide` before the first record, and the last one ends up to
 //! `size` after the last record. `CachedAssigner` gives the same panes and skips the calendar
 //! arithmetic while records stay in the current period.
+//!
+//! Windows that tile time (tumbling, calendar) can also be built from finer ones: when every
+//! window of kind A lies inside one window of kind B (`nests_in`), B's result for a key is the
+//! merge of A's closed windows inside it. `feeders` picks, per window spec, the coarsest such A;
+//! records then update only the specs nobody feeds (one per record for minute → hour → day →
+//! week, month → year instead of six), and a coarse distinct set takes each finer window's
+//! distinct values once instead of every record's.
 
 use crate::spec::RawWindow;
 use crate::time::parse_duration_ms;
 use anyhow::{bail, Context, Result};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowKind {
     /// Fixed-size, non-overlapping windows `[k*size, (k+1)*size)`.
     Tumbling { size_ms: u64 },
@@ -75,12 +82,14 @@ impl CalendarUnit {
                 // Day 0 was a Thursday: (day + 3) % 7 is the number of days since Monday.
                 let since_monday = (day + 3) % 7;
                 let start = day.saturating_sub(since_monday) * DAY_MS;
-                (start, (day + 7 - since_monday) * DAY_MS)
+                (start, (day + 7 - since_monday).saturating_mul(DAY_MS))
             }
             CalendarUnit::Month | CalendarUnit::Year => {
                 use chrono::{Datelike, NaiveDate};
+                // Past chrono's calendar (year 262143), months and years degrade to days, so
+                // that finer windows still nest in them.
                 let Some(date) = chrono::DateTime::from_timestamp_millis(ts as i64) else {
-                    return (ts, ts.saturating_add(1));
+                    return CalendarUnit::Day.bounds(ts);
                 };
                 let date = date.date_naive();
                 let (year, month) = (date.year(), date.month());
@@ -105,7 +114,47 @@ impl CalendarUnit {
     }
 }
 
+impl CalendarUnit {
+    /// Every boundary between periods of this unit is a multiple of this (epoch ms).
+    fn boundary_step_ms(self) -> u64 {
+        match self {
+            CalendarUnit::Minute => 60_000,
+            CalendarUnit::Hour => 3_600_000,
+            CalendarUnit::Day | CalendarUnit::Week | CalendarUnit::Month | CalendarUnit::Year => {
+                DAY_MS
+            }
+        }
+    }
+}
+
 impl WindowKind {
+    /// Whether every window of `self` lies inside a single window of `coarser`: both tile time
+    /// (tumbling or calendar) and every boundary of `coarser` is a boundary of `self`.
+    pub fn nests_in(&self, coarser: &WindowKind) -> bool {
+        use CalendarUnit::*;
+        use WindowKind::{Calendar, Tumbling};
+        match (*self, *coarser) {
+            (Tumbling { size_ms: a }, Tumbling { size_ms: b }) => b % a == 0,
+            (Tumbling { size_ms: a }, Calendar { unit }) => unit.boundary_step_ms() % a == 0,
+            // Tumbling boundaries are multiples of the size from the epoch: only units of a
+            // fixed length have theirs there.
+            (Calendar { unit }, Tumbling { size_ms: b }) => {
+                matches!(unit, Minute | Hour | Day) && b % unit.boundary_step_ms() == 0
+            }
+            (Calendar { unit: fine }, Calendar { unit: coarse }) => {
+                fine == coarse
+                    || matches!(
+                        (fine, coarse),
+                        (Minute, _)
+                            | (Hour, Day | Week | Month | Year)
+                            | (Day, Week | Month | Year)
+                            | (Month, Year)
+                    )
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_raw(raw: &RawWindow) -> Result<Self> {
         let reject = |field: &str, present: bool| -> Result<()> {
             if present {
@@ -233,6 +282,27 @@ impl WindowKind {
             WindowKind::Session { .. } => start.saturating_add(1),
         }
     }
+}
+
+/// The order in which windows ending at the same time close: finer first, so that a window is
+/// complete before the one it feeds closes (see `feeders`).
+pub fn close_rank(kinds: &[WindowKind], index: usize) -> (u64, usize) {
+    (kinds[index].max_extent_ms(), index)
+}
+
+/// For each window kind, the one whose closed windows add up to its windows (see `nests_in`),
+/// if any: the coarsest, which leaves the fewest to merge. A feeder always closes first: its
+/// `close_rank` is lower.
+pub fn feeders(kinds: &[WindowKind]) -> Vec<Option<usize>> {
+    (0..kinds.len())
+        .map(|fed| {
+            (0..kinds.len())
+                .filter(|&f| {
+                    close_rank(kinds, f) < close_rank(kinds, fed) && kinds[f].nests_in(&kinds[fed])
+                })
+                .max_by_key(|&f| close_rank(kinds, f))
+        })
+        .collect()
 }
 
 /// Gives `WindowKind::pane`, remembering the last calendar period so that the calendar
@@ -392,5 +462,111 @@ mod tests {
             (1_534_849_260_000, 1_534_849_320_000)
         );
         assert_eq!(windows_of(&w, 1_534_849_271_061).len(), 5);
+    }
+
+    fn tiling_kinds() -> Vec<WindowKind> {
+        let mut kinds: Vec<WindowKind> = [1_000, 60_000, 420_000, 3_600_000, 7_200_000, DAY_MS]
+            .into_iter()
+            .chain([2 * DAY_MS, 7 * DAY_MS])
+            .map(|size_ms| WindowKind::Tumbling { size_ms })
+            .collect();
+        use CalendarUnit::*;
+        kinds.extend(
+            [Minute, Hour, Day, Week, Month, Year].map(|unit| WindowKind::Calendar { unit }),
+        );
+        kinds
+    }
+
+    #[test]
+    fn a_nested_window_lies_inside_the_window_of_its_start() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        use rand::{Rng, SeedableRng};
+        let kinds = tiling_kinds();
+        // Times around today, around calendar edges, and far past chrono's calendar.
+        let times: Vec<u64> = (0..3_000)
+            .map(|i| match i % 3 {
+                0 => rng.gen_range(0..4_102_444_800_000),
+                1 => ms("2024-12-31T23:00:00Z") + rng.gen_range(0..2 * 3_600_000),
+                _ => rng.gen_range(0..u64::MAX / 2),
+            })
+            .collect();
+        for fine in &kinds {
+            for coarse in kinds.iter().filter(|c| fine.nests_in(c)) {
+                for &ts in &times {
+                    let (start, end) = fine.pane(ts);
+                    let (outer_start, outer_end) = coarse.pane(start);
+                    assert!(
+                        outer_start <= start && end <= outer_end,
+                        "{fine:?} [{start}, {end}) not in {coarse:?} [{outer_start}, {outer_end})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_tiling_windows_whose_boundaries_agree_nest() {
+        use CalendarUnit::*;
+        let calendar = |unit| WindowKind::Calendar { unit };
+        let tumbling = |size_ms| WindowKind::Tumbling { size_ms };
+        let yes = [
+            (tumbling(60_000), calendar(Hour)),
+            (tumbling(60_000), tumbling(3_600_000)),
+            (calendar(Day), calendar(Week)),
+            (calendar(Day), calendar(Month)),
+            (calendar(Month), calendar(Year)),
+            (calendar(Hour), tumbling(DAY_MS)),
+            (tumbling(DAY_MS), calendar(Year)),
+        ];
+        let no = [
+            (calendar(Week), calendar(Month)),
+            (tumbling(7 * DAY_MS), calendar(Week)),
+            (calendar(Week), tumbling(7 * DAY_MS)),
+            (tumbling(420_000), calendar(Hour)),
+            (tumbling(3_600_000), tumbling(60_000)),
+            (calendar(Month), tumbling(31 * DAY_MS)),
+            (
+                WindowKind::Sliding {
+                    size_ms: 60_000,
+                    slide_ms: 60_000,
+                },
+                calendar(Hour),
+            ),
+        ];
+        for (fine, coarse) in yes {
+            assert!(fine.nests_in(&coarse), "{fine:?} in {coarse:?}");
+        }
+        for (fine, coarse) in no {
+            assert!(!fine.nests_in(&coarse), "{fine:?} in {coarse:?}");
+        }
+    }
+
+    #[test]
+    fn each_window_is_fed_by_the_coarsest_that_nests_in_it() {
+        use CalendarUnit::*;
+        let calendar = |unit| WindowKind::Calendar { unit };
+        // The unique-users windows: 1m, 1h, 1d, week, month, year.
+        let kinds = [
+            WindowKind::Tumbling { size_ms: 60_000 },
+            WindowKind::Tumbling { size_ms: 3_600_000 },
+            WindowKind::Tumbling { size_ms: DAY_MS },
+            calendar(Week),
+            calendar(Month),
+            calendar(Year),
+        ];
+        assert_eq!(
+            feeders(&kinds),
+            [None, Some(0), Some(1), Some(2), Some(2), Some(4)]
+        );
+        // Declared coarse first; equal windows feed the later one from the earlier.
+        let kinds = [calendar(Year), calendar(Month), calendar(Month)];
+        assert_eq!(feeders(&kinds), [Some(2), None, Some(1)]);
+        // Every feeder closes before the window it feeds.
+        let kinds = tiling_kinds();
+        for (fed, feeder) in feeders(&kinds).into_iter().enumerate() {
+            if let Some(f) = feeder {
+                assert!(close_rank(&kinds, f) < close_rank(&kinds, fed));
+            }
+        }
     }
 }

@@ -283,3 +283,145 @@ fn page_views_by_path_and_campaign() {
     assert!(dead_letters.contains("is not a URL"));
     assert!(dead_letters.contains("missing required field `anonymous_user_id`"));
 }
+
+/// Windows that tile time at several sizes: the engine builds the hour from closed 5-minute
+/// windows and the 5- and 7-minute windows from closed minutes (`window::feeders`); every one
+/// must equal the brute-force reference computed from the records.
+const NESTED: &str = r#"
+name = "nested"
+group_by = ["symbol"]
+[input]
+format = "csv"
+columns = ["symbol", "side", "price", "quantity", "epoch_ms", "datetime"]
+trim = true
+[time]
+field = "epoch_ms"
+unit = "ms"
+max_out_of_orderness = "5s"
+[[windows]]
+type = "calendar"
+unit = "hour"
+label = "1h"
+[[windows]]
+type = "tumbling"
+size = "7m"
+label = "7m"
+[[windows]]
+type = "tumbling"
+size = "5m"
+label = "5m"
+[[windows]]
+type = "tumbling"
+size = "1m"
+label = "1m"
+[[aggregates]]
+name = "trades"
+fn = "count"
+[[aggregates]]
+name = "volume"
+fn = "sum"
+field = "quantity"
+[[aggregates]]
+name = "avg_price"
+fn = "avg"
+field = "price"
+[[aggregates]]
+name = "min_price"
+fn = "min"
+field = "price"
+[[aggregates]]
+name = "max_price"
+fn = "max"
+field = "price"
+[[aggregates]]
+name = "prices"
+fn = "count_distinct"
+field = "price"
+"#;
+
+#[test]
+fn nested_windows_built_from_finer_ones_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataflow, input, dead) = (
+        dir.path().join("nested.toml"),
+        dir.path().join("trades.csv"),
+        dir.path().join("dead.jsonl"),
+    );
+    std::fs::write(&dataflow, NESTED).unwrap();
+    // About three hours of trades, out of order within 3 s, with malformed lines.
+    generate(
+        "trades",
+        &input,
+        &[
+            "--events",
+            "20000",
+            "--rate",
+            "2",
+            "--disorder-ms",
+            "3000",
+            "--malformed-fraction",
+            "0.01",
+            "--seed",
+            "11",
+        ],
+    );
+    let run = |workers: &str| {
+        streamstats(&[
+            "run",
+            dataflow.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "-w",
+            workers,
+            "--chunk-size",
+            "64KiB",
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ])
+        .stdout
+    };
+    let one = run("1");
+    let rows = parse_rows(&one);
+    let mut hours = 0;
+    for (label, size) in [
+        ("1m", 60_000),
+        ("5m", 300_000),
+        ("7m", 420_000),
+        ("1h", 3_600_000),
+    ] {
+        let (expected, malformed) = reference(&json!({
+            "input": input, "format": "csv", "columns": STOCK_COLUMNS, "trim": true,
+            "time": "epoch_ms", "group_by": ["symbol"], "size": size, "slide": size,
+            "aggregates": [["trades", "count", null], ["volume", "sum", "quantity"],
+                           ["avg_price", "avg", "price"], ["min_price", "min", "price"],
+                           ["max_price", "max", "price"], ["prices", "count_distinct", "price"]],
+        }));
+        assert!(malformed > 100, "the data should hold malformed lines");
+        let got: Vec<Value> = rows
+            .iter()
+            .filter(|r| r["window"] == label)
+            .map(|r| {
+                let mut r = r.clone();
+                r.as_object_mut().unwrap().remove("window");
+                r
+            })
+            .collect();
+        assert_same_rows(&got, &expected);
+        if label == "1h" {
+            hours = expected
+                .iter()
+                .map(|r| r["window_start"].as_u64())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+        }
+    }
+    assert!(
+        hours >= 3,
+        "the data should span several hours, not {hours}"
+    );
+    assert_eq!(
+        sorted_output_lines(&one),
+        sorted_output_lines(&run("2")),
+        "-w 1 and -w 2 differ"
+    );
+}

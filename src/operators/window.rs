@@ -4,7 +4,9 @@
 //!
 //! `PaneCombiner` is the source-side half: it folds a worker's records into one `GroupTable` per
 //! (window pane, owning worker), so the exchange carries one batch per pane and worker instead
-//! of one message per key, and the operator does one pane lookup per batch.
+//! of one message per key, and the operator does one pane lookup per batch. Records update only
+//! the window specs that no other spec feeds (`WindowSpec::fed_by`); the operator builds the fed
+//! ones from the closed windows of their feeders.
 
 use super::group_table::GroupTable;
 use super::prepare::{member_prefix, Accepted, Combiner};
@@ -12,7 +14,7 @@ use crate::aggregate::Acc;
 use crate::extract::write_json_string;
 use crate::sinks::{RowBatch, RowKey};
 use crate::spec::Spec;
-use crate::window::CachedAssigner;
+use crate::window::{close_rank, CachedAssigner, WindowKind};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,8 +38,8 @@ pub struct PaneBatch {
 
 /// Folds accepted records into one table per (window pane, owning worker).
 pub struct PaneCombiner {
-    /// One per `spec.windows` entry.
-    assigners: Vec<CachedAssigner>,
+    /// `(index in spec.windows, assigner)` of every window spec records update directly.
+    assigners: Vec<(u32, CachedAssigner)>,
     width: usize,
     workers: usize,
     open: Vec<PaneBatch>,
@@ -54,10 +56,10 @@ impl PaneCombiner {
     /// A combiner for `spec`'s windows, routing keys among `workers` workers in total.
     pub fn new(spec: &Spec, workers: usize) -> Self {
         PaneCombiner {
-            assigners: spec
-                .windows
-                .iter()
-                .map(|w| CachedAssigner::new(w.kind.clone()))
+            assigners: (0u32..)
+                .zip(&spec.windows)
+                .filter(|(_, w)| w.fed_by.is_none())
+                .map(|(i, w)| (i, CachedAssigner::new(w.kind)))
                 .collect(),
             width: spec.aggregates.len(),
             workers: workers.max(1),
@@ -74,12 +76,12 @@ impl Combiner for PaneCombiner {
 
     fn add(&mut self, record: &Accepted<'_, '_>) {
         let owner = (record.hash % self.workers as u64) as u32;
-        for (w, assigner) in self.assigners.iter_mut().enumerate() {
+        for (window, assigner) in self.assigners.iter_mut() {
+            let (window, w) = (*window, *window as usize);
             let (start, end) = assigner.pane(record.ts);
             let slot = match self.recent[w] {
                 Some((s, o, slot)) if s == start && o == owner => slot,
                 _ => {
-                    let window = w as u32;
                     let (open, width) = (&mut self.open, self.width);
                     let (entries, key_bytes) = self.size_hints[w];
                     let slot = *self.slots.entry((window, start, owner)).or_insert_with(|| {
@@ -129,6 +131,10 @@ impl Combiner for PaneCombiner {
 ///   activation after the input frontier no longer contains any time `< end`; its row for a key
 ///   combines the key's panes in `[start, end)` in pane order. A pane is freed when the last
 ///   window containing it is emitted, so memory holds only panes of open windows.
+/// - A window spec fed by another (`WindowSpec::fed_by`) receives no batches: when a window of
+///   its feeder is emitted, that window's table is merged into the fed window containing it,
+///   which is then held at its `end - 1` like the others. Windows ending at the same time close
+///   finer first (`window::close_rank`), so a fed window is complete when it closes.
 /// - A batch that arrives for a pane whose window was already emitted would be a broken source
 ///   invariant; the run stops rather than emit a second row.
 pub fn window_aggregate<'scope>(
@@ -137,11 +143,22 @@ pub fn window_aggregate<'scope>(
 ) -> Stream<'scope, u64, Vec<RowBatch>> {
     let exchange = Exchange::new(|b: &PaneBatch| u64::from(b.owner));
     batches.unary_frontier(exchange, "WindowAggregate", move |_capability, _info| {
-        // Windows still to emit, ordered by end so the closing loop pops from the front.
-        let mut pending: BTreeMap<(u64, u32, u64), Capability<u64>> = BTreeMap::new();
+        // Windows still to emit as (end, close rank, start), ordered so that the closing loop
+        // pops from the front, finer windows first among those ending together.
+        let mut pending: BTreeMap<(u64, (u64, usize), u64), Capability<u64>> = BTreeMap::new();
         let mut panes: BTreeMap<(u32, u64), GroupTable> = BTreeMap::new();
         let mut closed_until = 0u64;
         let renderer = RowRenderer::new(&spec);
+        let kinds: Vec<WindowKind> = spec.windows.iter().map(|w| w.kind).collect();
+        let ranks: Vec<(u64, usize)> = (0..kinds.len()).map(|w| close_rank(&kinds, w)).collect();
+        // Per window spec, the specs it feeds.
+        let feeds: Vec<Vec<usize>> = (0..kinds.len())
+            .map(|w| {
+                (0..kinds.len())
+                    .filter(|&fed| spec.windows[fed].fed_by == Some(w))
+                    .collect()
+            })
+            .collect();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 for batch in data.drain(..) {
@@ -156,7 +173,7 @@ pub fn window_aggregate<'scope>(
                     let kind = &spec.windows[batch.window as usize].kind;
                     kind.windows_of_pane(batch.start, |start, end| {
                         pending
-                            .entry((end, batch.window, start))
+                            .entry((end, ranks[batch.window as usize], start))
                             .or_insert_with(|| cap.delayed(&(end - 1), 0));
                     });
                     match panes.entry((batch.window, batch.start)) {
@@ -171,22 +188,23 @@ pub fn window_aggregate<'scope>(
             });
             // Close every window whose end the frontier has passed.
             while let Some(entry) = pending.first_entry() {
-                let (end, window_index, start) = *entry.key();
+                let (end, (_, window), start) = *entry.key();
                 if frontier.less_equal(&(end - 1)) {
                     break;
                 }
                 let capability = entry.remove();
                 closed_until = closed_until.max(end);
-                let kind = &spec.windows[window_index as usize].kind;
+                let window_index = window as u32;
+                let kind = &spec.windows[window].kind;
                 let next = kind.next_window_start(start);
-                let window: GroupTable = if next >= end {
+                let table: GroupTable = if next >= end {
                     // Tumbling and calendar windows are one pane that no later window shares:
                     // take it as it is instead of copying it.
                     panes.remove(&(window_index, start)).unwrap_or_default()
                 } else {
-                    let mut window = GroupTable::new(spec.aggregates.len());
+                    let mut table = GroupTable::new(spec.aggregates.len());
                     for (_, pane) in panes.range((window_index, start)..(window_index, end)) {
-                        window.merge_from(pane);
+                        table.merge_from(pane);
                     }
                     // Panes before the next window's start belong to no window still to emit.
                     let done: Vec<_> = panes
@@ -196,10 +214,39 @@ pub fn window_aggregate<'scope>(
                     done.iter().for_each(|k| {
                         panes.remove(k);
                     });
-                    window
+                    table
                 };
-                let rows = renderer.render_window(window_index, (start, end), &window);
+                let rows = renderer.render_window(window_index, (start, end), &table);
                 output.session(&capability).give(rows);
+                // The windows this one feeds take its table (the last one without a copy).
+                let mut table = Some(table);
+                for (i, &fed) in feeds[window].iter().enumerate() {
+                    let part = if i + 1 == feeds[window].len() {
+                        table.take().unwrap_or_default()
+                    } else {
+                        table.clone().unwrap_or_default()
+                    };
+                    let (fed_start, fed_end) = kinds[fed].pane(start);
+                    // IMPORTANT: `nests_in` guarantees it; a fed window ending earlier would
+                    // need a capability the frontier has passed.
+                    if !(fed_start <= start && end <= fed_end) {
+                        crate::fatal(&format!(
+                            "window [{start}, {end}) does not lie in [{fed_start}, {fed_end}), \
+                             the window it feeds"
+                        ));
+                    }
+                    pending
+                        .entry((fed_end, ranks[fed], fed_start))
+                        .or_insert_with(|| capability.delayed(&(fed_end - 1)));
+                    match panes.entry((fed as u32, fed_start)) {
+                        std::collections::btree_map::Entry::Vacant(pane) => {
+                            pane.insert(part);
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut pane) => {
+                            pane.get_mut().merge(part)
+                        }
+                    }
+                }
             }
         }
     })
