@@ -143,22 +143,11 @@ pub fn window_aggregate<'scope>(
 ) -> Stream<'scope, u64, Vec<RowBatch>> {
     let exchange = Exchange::new(|b: &PaneBatch| u64::from(b.owner));
     batches.unary_frontier(exchange, "WindowAggregate", move |_capability, _info| {
-        // Windows still to emit as (end, close rank, start), ordered so that the closing loop
-        // pops from the front, finer windows first among those ending together.
-        let mut pending: BTreeMap<(u64, (u64, usize), u64), Capability<u64>> = BTreeMap::new();
-        let mut panes: BTreeMap<(u32, u64), GroupTable> = BTreeMap::new();
+        let mut pending = Pending::new();
+        let mut panes = Panes::new();
         let mut closed_until = 0u64;
         let renderer = RowRenderer::new(&spec);
-        let kinds: Vec<WindowKind> = spec.windows.iter().map(|w| w.kind).collect();
-        let ranks: Vec<(u64, usize)> = (0..kinds.len()).map(|w| close_rank(&kinds, w)).collect();
-        // Per window spec, the specs it feeds.
-        let feeds: Vec<Vec<usize>> = (0..kinds.len())
-            .map(|w| {
-                (0..kinds.len())
-                    .filter(|&fed| spec.windows[fed].fed_by == Some(w))
-                    .collect()
-            })
-            .collect();
+        let cascade = Cascade::new(&spec);
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 for batch in data.drain(..) {
@@ -173,17 +162,10 @@ pub fn window_aggregate<'scope>(
                     let kind = &spec.windows[batch.window as usize].kind;
                     kind.windows_of_pane(batch.start, |start, end| {
                         pending
-                            .entry((end, ranks[batch.window as usize], start))
+                            .entry((end, cascade.ranks[batch.window as usize], start))
                             .or_insert_with(|| cap.delayed(&(end - 1), 0));
                     });
-                    match panes.entry((batch.window, batch.start)) {
-                        std::collections::btree_map::Entry::Vacant(pane) => {
-                            pane.insert(batch.table);
-                        }
-                        std::collections::btree_map::Entry::Occupied(mut pane) => {
-                            pane.get_mut().merge(batch.table)
-                        }
-                    }
+                    merge_into(&mut panes, (batch.window, batch.start), batch.table);
                 }
             });
             // Close every window whose end the frontier has passed.
@@ -218,38 +200,92 @@ pub fn window_aggregate<'scope>(
                 };
                 let rows = renderer.render_window(window_index, (start, end), &table);
                 output.session(&capability).give(rows);
-                // The windows this one feeds take its table (the last one without a copy).
-                let mut table = Some(table);
-                for (i, &fed) in feeds[window].iter().enumerate() {
-                    let part = if i + 1 == feeds[window].len() {
-                        table.take().unwrap_or_default()
-                    } else {
-                        table.clone().unwrap_or_default()
-                    };
-                    let (fed_start, fed_end) = kinds[fed].pane(start);
-                    // IMPORTANT: `nests_in` guarantees it; a fed window ending earlier would
-                    // need a capability the frontier has passed.
-                    if !(fed_start <= start && end <= fed_end) {
-                        crate::fatal(&format!(
-                            "window [{start}, {end}) does not lie in [{fed_start}, {fed_end}), \
-                             the window it feeds"
-                        ));
-                    }
-                    pending
-                        .entry((fed_end, ranks[fed], fed_start))
-                        .or_insert_with(|| capability.delayed(&(fed_end - 1)));
-                    match panes.entry((fed as u32, fed_start)) {
-                        std::collections::btree_map::Entry::Vacant(pane) => {
-                            pane.insert(part);
-                        }
-                        std::collections::btree_map::Entry::Occupied(mut pane) => {
-                            pane.get_mut().merge(part)
-                        }
-                    }
-                }
+                cascade.feed(
+                    window,
+                    (start, end),
+                    table,
+                    &capability,
+                    &mut pending,
+                    &mut panes,
+                );
             }
         }
     })
+}
+
+/// Windows still to emit as (end, close rank, start), ordered so that a closing loop pops from
+/// the front, finer windows first among those ending together; and the tables of open panes.
+type Pending = BTreeMap<(u64, (u64, usize), u64), Capability<u64>>;
+type Panes = BTreeMap<(u32, u64), GroupTable>;
+
+/// Adds `table` to pane `key`; the pane's first table is taken as it is.
+fn merge_into(panes: &mut Panes, key: (u32, u64), table: GroupTable) {
+    match panes.entry(key) {
+        std::collections::btree_map::Entry::Vacant(pane) => {
+            pane.insert(table);
+        }
+        std::collections::btree_map::Entry::Occupied(mut pane) => pane.get_mut().merge(table),
+    }
+}
+
+/// Which window specs are built from which (`WindowSpec::fed_by`).
+struct Cascade {
+    kinds: Vec<WindowKind>,
+    ranks: Vec<(u64, usize)>,
+    /// Per window spec, the specs it feeds.
+    feeds: Vec<Vec<usize>>,
+}
+
+impl Cascade {
+    fn new(spec: &Spec) -> Self {
+        let kinds: Vec<WindowKind> = spec.windows.iter().map(|w| w.kind).collect();
+        Cascade {
+            ranks: (0..kinds.len()).map(|w| close_rank(&kinds, w)).collect(),
+            feeds: (0..kinds.len())
+                .map(|w| {
+                    (0..kinds.len())
+                        .filter(|&fed| spec.windows[fed].fed_by == Some(w))
+                        .collect()
+                })
+                .collect(),
+            kinds,
+        }
+    }
+
+    /// Merges `table`, the emitted window `[start, end)` of spec `window`, into each window
+    /// containing it of the specs it feeds, held from `capability` at that window's `end - 1`
+    /// (the last one takes `table` without a copy).
+    fn feed(
+        &self,
+        window: usize,
+        (start, end): (u64, u64),
+        table: GroupTable,
+        capability: &Capability<u64>,
+        pending: &mut Pending,
+        panes: &mut Panes,
+    ) {
+        let mut table = Some(table);
+        for (i, &fed) in self.feeds[window].iter().enumerate() {
+            let part = if i + 1 == self.feeds[window].len() {
+                table.take().unwrap_or_default()
+            } else {
+                table.clone().unwrap_or_default()
+            };
+            let (fed_start, fed_end) = self.kinds[fed].pane(start);
+            // IMPORTANT: `nests_in` guarantees it; a fed window ending earlier would need a
+            // capability the frontier has passed.
+            if !(fed_start <= start && end <= fed_end) {
+                crate::fatal(&format!(
+                    "window [{start}, {end}) does not lie in [{fed_start}, {fed_end}), \
+                     the window it feeds"
+                ));
+            }
+            pending
+                .entry((fed_end, self.ranks[fed], fed_start))
+                .or_insert_with(|| capability.delayed(&(fed_end - 1)));
+            merge_into(panes, (fed as u32, fed_start), part);
+        }
+    }
 }
 
 /// Formats result rows: `window_start`, `window_end`, `window` (label), group fields, aggregates.
