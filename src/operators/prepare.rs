@@ -302,7 +302,8 @@ impl<C: Combiner> Preparer<C> {
     /// Extracts the dataflow's fields from a line and computes the derived ones.
     fn parse<'a>(&self, line: &'a [u8], fields: &mut Fields<'a>) -> Result<Line, String> {
         let kind = self.extractor.extract(line, fields)?;
-        if kind == Line::Record {
+        // Most dataflows derive nothing: no call per record for them.
+        if kind == Line::Record && !self.spec.derived.is_empty() {
             derive::apply(&self.spec.derived, fields)?;
         }
         Ok(kind)

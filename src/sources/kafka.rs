@@ -7,7 +7,8 @@
 //! - Each partition has its own consumer (one librdkafka client): reading, end-of-partition,
 //!   idleness, errors and offset commits are all per partition, and a quiet partition never
 //!   blocks a busy one. It is also faster: one client fetching 8 partitions in one request
-//!   drained a topic from tansu at 44k events/s, 8 clients at 290k/s (plain consumers, 2 cores).
+//!   drained a topic from tansu at 44k events/s, 8 clients at 290k/s (plain consumers, 2 cores);
+//!   measured again later on 1M SPS events, 213k-232k events/s against 0.89M-1.1M/s.
 //! - A partition's messages are taken in batches from a queue of their own (`BatchQueue`), not
 //!   one `poll` each (which cost the job as much CPU as all its processing); the consumer's own
 //!   queue, with librdkafka's log lines, errors and commit results, is served once per `read`.
