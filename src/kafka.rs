@@ -313,6 +313,7 @@ impl<C: ConsumerContext + 'static> BatchQueue<C> {
             return None;
         }
         self.next += 1;
+        self.prefetch_ahead();
         // SAFETY: an undestroyed message from librdkafka; `&mut self` for the borrow keeps
         // `fetch`, `discard` and `drop` (the only places that destroy messages) away from it.
         Some(unsafe { fetched(self.messages[self.next - 1]) })
@@ -327,6 +328,30 @@ impl<C: ConsumerContext + 'static> BatchQueue<C> {
         let message = *self.messages.get(self.next + i)?;
         // SAFETY: as in `take`.
         Some(unsafe { fetched(message) })
+    }
+
+    /// Asks the CPU for the messages a few places ahead: librdkafka's fetch thread wrote them,
+    /// so they are not in this core's cache. The header eight ahead, the payload (whose address
+    /// is in the header, cached by then) four ahead.
+    #[inline]
+    fn prefetch_ahead(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            if let Some(&header) = self.messages.get(self.next + 8) {
+                // SAFETY: a prefetch never faults; the pointer is a live message's.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(header.cast::<i8>()) };
+            }
+            if let Some(&message) = self.messages.get(self.next + 4) {
+                // SAFETY: an undestroyed message from librdkafka (as in `take`); reading its
+                // payload pointer is a plain field read, and a prefetch never faults.
+                unsafe {
+                    let payload = (*message).payload.cast::<i8>().cast_const();
+                    _mm_prefetch::<_MM_HINT_T0>(payload);
+                    _mm_prefetch::<_MM_HINT_T0>(payload.wrapping_add(64));
+                }
+            }
+        }
     }
 
     /// Messages that librdkafka or this queue hold and `take` has not handed out yet.
