@@ -264,13 +264,10 @@ impl Cascade {
         pending: &mut Pending,
         panes: &mut Panes,
     ) {
-        let mut table = Some(table);
-        for (i, &fed) in self.feeds[window].iter().enumerate() {
-            let part = if i + 1 == self.feeds[window].len() {
-                table.take().unwrap_or_default()
-            } else {
-                table.clone().unwrap_or_default()
-            };
+        let Some((&last, others)) = self.feeds[window].split_last() else {
+            return;
+        };
+        let mut feed_one = |fed: usize, part: GroupTable| {
             let (fed_start, fed_end) = self.kinds[fed].pane(start);
             // IMPORTANT: `nests_in` guarantees it; a fed window ending earlier would need a
             // capability the frontier has passed.
@@ -284,7 +281,11 @@ impl Cascade {
                 .entry((fed_end, self.ranks[fed], fed_start))
                 .or_insert_with(|| capability.delayed(&(fed_end - 1)));
             merge_into(panes, (fed as u32, fed_start), part);
+        };
+        for &fed in others {
+            feed_one(fed, table.clone());
         }
+        feed_one(last, table);
     }
 }
 
