@@ -266,7 +266,8 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(input) = args.input.as_ref().filter(|_| kafka.is_none()) {
         if input.starts_with(crate::sources::sse::SCHEME) {
             crate::sources::sse::SseUrl::parse(input).context("--input")?;
-        } else if input != "-" && !std::path::Path::new(input).is_file() {
+        } else if input != "-" && !std::fs::metadata(input).is_ok_and(|m| !m.is_dir()) {
+            // Files, and named pipes such as `--input <(zcat …)`.
             bail!("--input: {input} is not a readable file");
         }
     }

@@ -221,6 +221,95 @@ fn windows_close_while_the_input_is_still_being_read() {
 }
 
 #[test]
+fn a_named_pipe_is_read_as_one_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sps.jsonl");
+    generate(
+        "sps",
+        &input,
+        &[
+            "--events",
+            "30000",
+            "--seed",
+            "8",
+            "--late-fraction",
+            "0.01",
+        ],
+    );
+    let fifo = dir.path().join("events.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let (input, fifo) = (input.clone(), fifo.clone());
+        // Opening a pipe for writing blocks until the job opens it for reading.
+        std::thread::spawn(move || std::fs::write(fifo, std::fs::read(input).unwrap()).unwrap())
+    };
+    let piped = run_sps(dir.path(), path(&fifo), "1MiB", 2);
+    writer.join().unwrap();
+    // A pipe cannot be split: it is one partition, like the whole file as one chunk.
+    let size = std::fs::metadata(&input).unwrap().len();
+    let expected = reference_sps(dir.path(), &input, size);
+    assert!(
+        piped.0 == expected.0,
+        "the piped rows differ from the reference"
+    );
+    // Dead letters name the pipe, not `sps.jsonl#0`: compare reasons and offsets.
+    let (piped_name, chunk_name) = (path(&fifo), "sps.jsonl#0");
+    let expected_dead: Vec<String> = expected
+        .1
+        .iter()
+        .map(|d| d.replace(chunk_name, piped_name))
+        .collect();
+    assert!(expected_dead.iter().any(|d| d.starts_with("late")));
+    assert_eq!(piped.1, expected_dead);
+}
+
+#[test]
+fn a_file_truncated_while_being_read_ends_the_job_with_an_error() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sps.jsonl");
+    generate("sps", &input, &["--events", "1000000", "--seed", "5"]);
+    let sps = repo().join("dataflows/sps.toml");
+    let mut child = binary()
+        .args(["run", path(&sps), "--input", path(&input), "--output", "-"])
+        .args(["--dead-letter", path(&dir.path().join("dead.jsonl"))])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_row = String::new();
+    stdout.read_line(&mut first_row).unwrap();
+    // Rows flow while the file is read, and the job cannot read on much further (a few MiB of
+    // the ~100 MB) until this test drains its stdout: cut the file off under it first.
+    std::fs::File::options()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the file was truncated while being read"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_configuration_fails_at_start_up_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let spec = std::fs::read_to_string(repo().join("dataflows/sps.toml")).unwrap();
