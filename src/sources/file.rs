@@ -84,10 +84,14 @@ struct MappedLines {
     pos: usize,
     /// Pages before this offset have been handed back (see `release`).
     released: usize,
+    /// The kernel was asked to load the file up to this offset (see `read_ahead`).
+    advised: usize,
 }
 
 /// How much is read between two `release`s; a multiple of every page size.
 const RELEASE_BYTES: usize = 1 << 20;
+/// How far ahead of the reader the kernel is asked to load the file (`read_ahead`).
+const READ_AHEAD_BYTES: usize = 16 << 20;
 
 impl MappedLines {
     fn open(path: &Path) -> io::Result<MappedLines> {
@@ -104,6 +108,7 @@ impl MappedLines {
             map,
             pos: 0,
             released: 0,
+            advised: 0,
         })
     }
 
@@ -115,6 +120,18 @@ impl MappedLines {
         let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         self.pos = start + (len + 1).min(rest.len());
         Some((start as u64, trim_cr(&rest[..len])))
+    }
+
+    /// Asks the kernel to start reading the next `READ_AHEAD_BYTES` of a file that is not in
+    /// the page cache, so that the worker does not wait at page faults (sequential advice alone
+    /// left a cold 1 GB replay waiting ~0.6 s longer than `read` calls did).
+    fn read_ahead(&mut self) {
+        let from = self.advised.max(self.pos / RELEASE_BYTES * RELEASE_BYTES);
+        let until = (self.pos + READ_AHEAD_BYTES).min(self.map.len());
+        if until > from {
+            let _ = self.map.advise_range(Advice::WillNeed, from, until - from);
+            self.advised = until;
+        }
     }
 
     /// Drops the pages already read from this process's memory (they stay in the page cache),
@@ -219,6 +236,7 @@ impl FileChunk {
             }
         };
         lines.release();
+        lines.read_ahead();
         status
     }
 }
