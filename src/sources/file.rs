@@ -94,7 +94,10 @@ const RELEASE_BYTES: usize = 1 << 20;
 const READ_AHEAD_BYTES: usize = 16 << 20;
 
 impl MappedLines {
-    fn open(path: &Path) -> io::Result<MappedLines> {
+    /// Maps the file at `path`, positioned at the first line that starts at or after `start`:
+    /// just past the first newline at or after `start - 1` (so a line starting exactly at
+    /// `start` is the first).
+    fn open(path: &Path, start: u64) -> io::Result<MappedLines> {
         let file = File::open(path)?;
         exit_cleanly_on_truncation();
         // SAFETY: the map is only read. Like every reader of mapped files (ripgrep, databases),
@@ -104,12 +107,28 @@ impl MappedLines {
         let map = unsafe { Mmap::map(&file)? };
         // Read-ahead for a file that is not in the page cache yet.
         let _ = map.advise(Advice::Sequential);
-        Ok(MappedLines {
+        let pos = match (start as usize).checked_sub(1) {
+            None => 0,
+            Some(from) => {
+                let tail = map.get(from..).unwrap_or_default();
+                memchr::memchr(b'\n', tail).map_or(map.len(), |i| from + i + 1)
+            }
+        };
+        let mut lines = MappedLines {
             map,
-            pos: 0,
+            pos,
             released: 0,
             advised: 0,
-        })
+        };
+        // Pages before the first line are not this reader's to release or load.
+        lines.released = lines.read_floor();
+        lines.advised = lines.released;
+        Ok(lines)
+    }
+
+    /// `pos` rounded down to a whole `RELEASE_BYTES`: everything before it has been read.
+    fn read_floor(&self) -> usize {
+        self.pos / RELEASE_BYTES * RELEASE_BYTES
     }
 
     /// The next line (without `\n` or `\r\n`) and its offset, or `None` at the end.
@@ -126,7 +145,7 @@ impl MappedLines {
     /// the page cache, so that the worker does not wait at page faults (with sequential advice
     /// alone, a cold 1 GB replay waited 1.9–3.1 s at them; `read` calls waited under 1 s).
     fn read_ahead(&mut self) {
-        let from = self.advised.max(self.pos / RELEASE_BYTES * RELEASE_BYTES);
+        let from = self.advised.max(self.read_floor());
         let until = (self.pos + READ_AHEAD_BYTES).min(self.map.len());
         if until > from {
             let _ = self.map.advise_range(Advice::WillNeed, from, until - from);
@@ -137,7 +156,7 @@ impl MappedLines {
     /// Drops the pages already read from this process's memory (they stay in the page cache),
     /// so that the resident size of a replay does not grow with the file.
     fn release(&mut self) {
-        let upto = self.pos / RELEASE_BYTES * RELEASE_BYTES;
+        let upto = self.read_floor();
         if upto > self.released {
             // SAFETY: no line before `pos` is borrowed any more (lines are lent to a callback
             // only), and pages of a read-only file map that are dropped read back from the
@@ -200,18 +219,10 @@ impl FileChunk {
         }
     }
 
-    /// Maps the file, positioned at the first line that starts inside the chunk: just past the
-    /// first newline at or after `start - 1` (so a line starting exactly at `start` is this
-    /// chunk's). Lines starting before `end` may run past it, so the lines are not cut at `end`.
+    /// Maps the file at the first line that starts inside the chunk. Lines starting before
+    /// `end` may run past it, so the lines are not cut at `end`.
     fn open(&self) -> io::Result<MappedLines> {
-        let mut lines = MappedLines::open(&self.path)?;
-        if self.start > 0 {
-            let from = (self.start - 1) as usize;
-            let tail = lines.map.get(from..).unwrap_or_default();
-            lines.pos = memchr::memchr(b'\n', tail).map_or(lines.map.len(), |i| from + i + 1);
-        }
-        lines.released = lines.pos / RELEASE_BYTES * RELEASE_BYTES;
-        Ok(lines)
+        MappedLines::open(&self.path, self.start)
     }
 
     fn each_line(
