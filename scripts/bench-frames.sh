@@ -8,12 +8,14 @@
 # exact) at -w 1 and -w 2 with frames/s and MB/s per worker by wall clock AND by CPU time (user +
 # sys, which stays meaningful on a loaded machine), peak RSS from /usr/bin/time -v, the parser's
 # share of the CPU time; then exact vs approximate (precision 10..16) peak RSS and observed error
-# of the 1-minute counts against the exact run.
+# of the 1-minute counts against the exact run. The full exact runs are repeated with the
+# profile-guided build of scripts/build-pgo.sh (BUILDS=plain skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES=${1:-1000000}
 DIR=${2:-/tmp/streamstats-bench}
 BIN=target/release/streamstats
+BUILDS=${BUILDS:-plain pgo}
 mkdir -p "$DIR"
 cargo build --release --bin streamstats --example extract_throughput >&2
 
@@ -31,18 +33,28 @@ head -n 200000 "$INPUT" > "$DIR/parse-sample.jsonl"
 target/release/examples/extract_throughput "$DIR/parse-sample.jsonl" | tee "$DIR/parse.txt"
 PARSE_NS=$(awk '/^scanner/ { for (i = 1; i <= NF; i++) if ($i == "ns/line") print $(i - 1) }' "$DIR/parse.txt")
 
-# run NAME DATAFLOW WORKERS: runs the dataflow under /usr/bin/time -v and prints one table row.
+# cpu_times: "steal total" jiffies over all CPUs so far (this VM's slow phases are steal: time the
+# hypervisor gave to other guests).
+cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+
+# run NAME DATAFLOW WORKERS [BINARY]: runs the dataflow under /usr/bin/time -v and prints one
+# table row.
 run() {
-  local name=$1 flow=$2 workers=$3
-  /usr/bin/time -v "$BIN" run "$flow" --input "$INPUT" --output "$DIR/$name.jsonl" \
+  local name=$1 flow=$2 workers=$3 bin=${4:-$BIN} steal_before total_before steal_after total_after
+  read -r steal_before total_before < <(cpu_times)
+  /usr/bin/time -v "$bin" run "$flow" --input "$INPUT" --output "$DIR/$name.jsonl" \
     --dead-letter "$DIR/$name.dead.jsonl" -w "$workers" 2> "$DIR/$name.time" >/dev/null
-  awk -v name="$name" -v frames="$FRAMES" -v bytes="$BYTES" -v w="$workers" -v parse="$PARSE_NS" '
+  read -r steal_after total_after < <(cpu_times)
+  awk -v steal=$((steal_after - steal_before)) -v total=$((total_after - total_before)) -v name="$name" -v frames="$FRAMES" -v bytes="$BYTES" -v w="$workers" -v parse="$PARSE_NS" \
+    -v plain="$([ "$bin" = "$BIN" ] && echo 1 || echo 0)" '
     /Elapsed \(wall clock\)/ { n = split($NF, t, ":"); wall = (n == 3) ? t[1] * 3600 + t[2] * 60 + t[3] : t[1] * 60 + t[2] }
     /User time/ { user = $NF } /System time/ { sys = $NF } /Maximum resident/ { rss = $NF }
     END {
       cpu = user + sys
-      printf "%-14s -w %d  wall %6.2fs %9.0f frames/s/worker %6.0f MB/s/worker | cpu %6.2fs %9.0f frames/cpu-s %6.0f MB/cpu-s | peak RSS %5.0f MB | parser share %3.0f%%\n",
-        name, w, wall, frames / wall / w, bytes / wall / w / 1e6, cpu, frames / cpu, bytes / cpu / 1e6, rss / 1024, 100 * parse * frames / 1e9 / cpu
+      printf "%-14s -w %d  wall %6.2fs %9.0f frames/s/worker %6.0f MB/s/worker | cpu %6.2fs %9.0f frames/cpu-s %6.0f MB/cpu-s | peak RSS %5.0f MB | steal %3.0f%% | parser share %s\n",
+        name, w, wall, frames / wall / w, bytes / wall / w / 1e6, cpu, frames / cpu, bytes / cpu / 1e6, rss / 1024,
+        total ? 100 * steal / total : 0,
+        plain ? sprintf("%3.0f%%", 100 * parse * frames / 1e9 / cpu) : "(parse-only run is the plain build)"
     }' "$DIR/$name.time"
 }
 
@@ -50,6 +62,19 @@ echo
 echo "## Full runs: dataflows/unique-users.toml (1m, 1h, 1d, week, month, year; exact)"
 run exact-w1 dataflows/unique-users.toml 1
 run exact-w2 dataflows/unique-users.toml 2
+if [[ " $BUILDS " == *" pgo "* ]]; then
+  PGO_BIN=$(scripts/build-pgo.sh)
+  run exact-w1-pgo dataflows/unique-users.toml 1 "$PGO_BIN"
+  run exact-w2-pgo dataflows/unique-users.toml 2 "$PGO_BIN"
+  for w in 1 2; do
+    if cmp -s <(sort "$DIR/exact-w$w.jsonl") <(sort "$DIR/exact-w$w-pgo.jsonl"); then
+      echo "-w $w: the profile-guided build's rows equal the plain build's"
+    else
+      echo "-w $w: the profile-guided build's rows DIFFER from the plain build's" >&2
+      exit 1
+    fi
+  done
+fi
 
 echo
 echo "## Exact vs approximate (-w 1): peak RSS and observed error of the 1m windows"

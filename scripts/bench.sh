@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
 # SPS throughput benchmark (issue 2): generates EVENTS stream-start events (default 10M) and runs
-# dataflows/sps.toml over the file with -w 1 and -w 2, reporting events/s, MB/s, CPU seconds and
-# peak memory. Usage: scripts/bench.sh [EVENTS] [DIR]
+# dataflows/sps.toml over the file with -w 1 and -w 2, reporting events/s, MB/s, CPU seconds,
+# peak memory, the -w 2 / -w 1 speed-up and the share of the machine's CPU time the hypervisor
+# stole during the run (/proc/stat; this VM's slow phases are steal), for the plain release build and the profile-guided
+# one (scripts/build-pgo.sh; BUILDS=plain skips it). Usage: scripts/bench.sh [EVENTS] [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-10000000}
 dir=${2:-.tmp/bench}
+builds=${BUILDS:-plain pgo}
 mkdir -p "$dir"
 cargo build --release --quiet
-bin=target/release/streamstats
 input="$dir/sps-$events.jsonl"
 if [ ! -s "$input" ]; then
     echo "generating $events events into $input" >&2
-    "$bin" generate sps --events "$events" --seed 1 --disorder-ms 2000 --out "$input"
+    target/release/streamstats generate sps --events "$events" --seed 1 --disorder-ms 2000 --out "$input"
+fi
+declare -A binaries=([plain]=target/release/streamstats)
+if [[ " $builds " == *" pgo "* ]]; then
+    binaries[pgo]=$(scripts/build-pgo.sh)
 fi
 bytes=$(stat -c %s "$input")
-printf '%-8s %14s %10s %10s %12s %10s\n' workers events/s MB/s wall_s cpu_s peak_MiB
-for workers in 1 2; do
-    log="$dir/bench-w$workers.log"
-    /usr/bin/time -f 'TIME %e %U %S %M' "$bin" run dataflows/sps.toml --input "$input" \
-        --output /dev/null --dead-letter /dev/null -w "$workers" 2>"$log"
-    read -r wall user sys rss < <(grep '^TIME' "$log" | cut -d' ' -f2-)
-    awk -v w="$workers" -v n="$events" -v b="$bytes" -v wall="$wall" -v user="$user" -v sys="$sys" -v rss="$rss" \
-        'BEGIN { printf "%-8s %14.0f %10.1f %10.2f %12.2f %10.1f\n", w, n / wall, b / wall / 1e6, wall, user + sys, rss / 1024 }'
+# cpu_times: "steal total" jiffies over all CPUs so far.
+cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+printf '%-6s %-8s %14s %10s %10s %12s %10s %8s %7s\n' build workers events/s MB/s wall_s cpu_s peak_MiB speedup steal
+for build in $builds; do
+    one_worker_wall=
+    for workers in 1 2; do
+        log="$dir/bench-$build-w$workers.log"
+        read -r steal_before total_before < <(cpu_times)
+        /usr/bin/time -f 'TIME %e %U %S %M' "${binaries[$build]}" run dataflows/sps.toml --input "$input" \
+            --output /dev/null --dead-letter /dev/null -w "$workers" 2>"$log"
+        read -r steal_after total_after < <(cpu_times)
+        read -r wall user sys rss < <(grep '^TIME' "$log" | cut -d' ' -f2-)
+        steal=$(awk -v s=$((steal_after - steal_before)) -v t=$((total_after - total_before)) \
+            'BEGIN { printf "%.0f%%", t ? 100 * s / t : 0 }')
+        one_worker_wall=${one_worker_wall:-$wall}
+        awk -v build="$build" -v w="$workers" -v n="$events" -v b="$bytes" -v wall="$wall" -v user="$user" \
+            -v sys="$sys" -v rss="$rss" -v base="$one_worker_wall" -v steal="$steal" \
+            'BEGIN { printf "%-6s %-8s %14.0f %10.1f %10.2f %12.2f %10.1f %7.2fx %7s\n", build, w, n / wall, b / wall / 1e6, wall, user + sys, rss / 1024, base / wall, steal }'
+    done
 done
