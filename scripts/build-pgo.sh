@@ -22,8 +22,10 @@ if [ -x "$bin" ] && [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
 
+command -v rustup >/dev/null || { echo "build-pgo.sh: needs rustup, for llvm-tools" >&2; exit 1; }
 rustup component add llvm-tools >&2
 profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
+[ -x "$profdata" ] || { echo "build-pgo.sh: no llvm-profdata at $profdata" >&2; exit 1; }
 
 echo "PGO 1/3: instrumented build" >&2
 rm -rf "$dir/raw"
