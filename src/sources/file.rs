@@ -232,23 +232,18 @@ impl FileChunk {
         each: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> ReadStatus {
         let mut read = 0;
-        let status = loop {
-            if read >= max_bytes {
-                break ReadStatus::Data;
-            }
+        while read < max_bytes {
             match lines.next_line() {
                 Some((offset, line)) if offset < end => {
                     read += line.len() + 1;
                     if !is_blank(line) && !each(offset, line) {
-                        break ReadStatus::Data;
+                        return ReadStatus::Data;
                     }
                 }
-                _ => break ReadStatus::End,
+                _ => return ReadStatus::End,
             }
-        };
-        lines.release();
-        lines.read_ahead();
-        status
+        }
+        ReadStatus::Data
     }
 }
 
@@ -276,6 +271,10 @@ impl Partition for FileChunk {
             each(offset, line);
             true
         });
+        // Only a chunk being read goes on: `peek`, which every chunk gets at start-up, neither
+        // releases pages nor loads the next 16 MiB.
+        lines.release();
+        lines.read_ahead();
         if status == ReadStatus::End {
             self.lines = None; // unmap the file
         }
