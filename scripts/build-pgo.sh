@@ -9,14 +9,16 @@
 # 3. The final build (target/pgo) lays out and inlines code by those counts.
 # The output is identical to the plain build's; only the speed differs (README, "Performance").
 # Both builds take ~6 minutes on 2 cores (all crates are rebuilt with the profile flags), so the
-# result is kept and reused until src/, Cargo.toml or Cargo.lock change.
+# result is kept and reused until src/, Cargo.toml, Cargo.lock, this script or rustc change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.tmp/pgo}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 bin=target/pgo/release/streamstats
-stamp=$(find src Cargo.toml Cargo.lock -type f | sort | xargs sha256sum | sha256sum | cut -c1-16)
+# The stamp: the sources, this script (its training runs) and the compiler.
+stamp=$( (find src Cargo.toml Cargo.lock scripts/build-pgo.sh -type f | sort | xargs sha256sum; rustc -vV) |
+    sha256sum | cut -c1-16)
 if [ -x "$bin" ] && [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "$bin"
     exit 0
