@@ -45,7 +45,8 @@ run() {
   /usr/bin/time -v "$bin" run "$flow" --input "$INPUT" --output "$DIR/$name.jsonl" \
     --dead-letter "$DIR/$name.dead.jsonl" -w "$workers" 2> "$DIR/$name.time" >/dev/null
   read -r steal_after total_after < <(cpu_times)
-  awk -v steal=$((steal_after - steal_before)) -v total=$((total_after - total_before)) -v name="$name" -v frames="$FRAMES" -v bytes="$BYTES" -v w="$workers" -v parse="$PARSE_NS" \
+  awk -v name="$name" -v frames="$FRAMES" -v bytes="$BYTES" -v w="$workers" -v parse="$PARSE_NS" \
+    -v steal=$((steal_after - steal_before)) -v total=$((total_after - total_before)) \
     -v plain="$([ "$bin" = "$BIN" ] && echo 1 || echo 0)" '
     /Elapsed \(wall clock\)/ { n = split($NF, t, ":"); wall = (n == 3) ? t[1] * 3600 + t[2] * 60 + t[3] : t[1] * 60 + t[2] }
     /User time/ { user = $NF } /System time/ { sys = $NF } /Maximum resident/ { rss = $NF }

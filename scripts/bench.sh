@@ -2,8 +2,9 @@
 # SPS throughput benchmark (issue 2): generates EVENTS stream-start events (default 10M) and runs
 # dataflows/sps.toml over the file with -w 1 and -w 2, reporting events/s, MB/s, CPU seconds,
 # peak memory, the -w 2 / -w 1 speed-up and the share of the machine's CPU time the hypervisor
-# stole during the run (/proc/stat; this VM's slow phases are steal), for the plain release build and the profile-guided
-# one (scripts/build-pgo.sh; BUILDS=plain skips it). Usage: scripts/bench.sh [EVENTS] [DIR]
+# stole during the run (/proc/stat; this VM's slow phases are steal), for the plain release
+# build and the profile-guided one (scripts/build-pgo.sh; BUILDS=plain skips it).
+# Usage: scripts/bench.sh [EVENTS] [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-10000000}
@@ -33,11 +34,11 @@ for build in $builds; do
             --output /dev/null --dead-letter /dev/null -w "$workers" 2>"$log"
         read -r steal_after total_after < <(cpu_times)
         read -r wall user sys rss < <(grep '^TIME' "$log" | cut -d' ' -f2-)
-        steal=$(awk -v s=$((steal_after - steal_before)) -v t=$((total_after - total_before)) \
-            'BEGIN { printf "%.0f%%", t ? 100 * s / t : 0 }')
         one_worker_wall=${one_worker_wall:-$wall}
         awk -v build="$build" -v w="$workers" -v n="$events" -v b="$bytes" -v wall="$wall" -v user="$user" \
-            -v sys="$sys" -v rss="$rss" -v base="$one_worker_wall" -v steal="$steal" \
-            'BEGIN { printf "%-6s %-8s %14.0f %10.1f %10.2f %12.2f %10.1f %7.2fx %7s\n", build, w, n / wall, b / wall / 1e6, wall, user + sys, rss / 1024, base / wall, steal }'
+            -v sys="$sys" -v rss="$rss" -v base="$one_worker_wall" \
+            -v steal=$((steal_after - steal_before)) -v total=$((total_after - total_before)) \
+            'BEGIN { printf "%-6s %-8s %14.0f %10.1f %10.2f %12.2f %10.1f %7.2fx %6.0f%%\n", build, w, n / wall,
+                b / wall / 1e6, wall, user + sys, rss / 1024, base / wall, total ? 100 * steal / total : 0 }'
     done
 done

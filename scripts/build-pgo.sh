@@ -42,11 +42,10 @@ echo "PGO 2/3: training runs" >&2
 "$gen" generate sessions --events 300000 --seed 7 --out "$dir/sessions.jsonl"
 sed 's/mode = "exact"/mode = "approx"\nprecision = 14/' dataflows/unique-users.toml > "$dir/unique-users-approx.toml"
 for workers in 1 2; do
-    for pair in sps.toml:sps.jsonl unique-users.toml:frames.jsonl "$dir/unique-users-approx.toml":frames.jsonl \
-        page-views.toml:page-views.jsonl stock-moving-average.toml:trades.csv sessions.toml:sessions.jsonl; do
-        flow=${pair%%:*}
-        [ -f "$flow" ] || flow="dataflows/$flow"
-        "$gen" run "$flow" --input "$dir/${pair##*:}" --output /dev/null --dead-letter /dev/null \
+    for pair in dataflows/sps.toml:sps.jsonl dataflows/unique-users.toml:frames.jsonl \
+        "$dir/unique-users-approx.toml":frames.jsonl dataflows/page-views.toml:page-views.jsonl \
+        dataflows/stock-moving-average.toml:trades.csv dataflows/sessions.toml:sessions.jsonl; do
+        "$gen" run "${pair%%:*}" --input "$dir/${pair##*:}" --output /dev/null --dead-letter /dev/null \
             -w "$workers" 2>>"$dir/training.log"
     done
 done
