@@ -9,13 +9,16 @@
 # sys, which stays meaningful on a loaded machine), peak RSS from /usr/bin/time -v, the parser's
 # share of the CPU time; then exact vs approximate (precision 10..16) peak RSS and observed error
 # of the 1-minute counts against the exact run. The full exact runs are repeated with the
-# profile-guided build of scripts/build-pgo.sh (BUILDS=plain skips it).
+# profile-guided build of scripts/build-pgo.sh (BUILDS=plain skips it). The host's speed changes
+# from minute to minute, so the full exact runs are repeated ROUNDS times (default 3) and a
+# summary gives the median and the best frames/s per worker of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES=${1:-1000000}
 DIR=${2:-/tmp/streamstats-bench}
 BIN=target/release/streamstats
 BUILDS=${BUILDS:-plain pgo}
+ROUNDS=${ROUNDS:-3}
 mkdir -p "$DIR"
 cargo build --release --bin streamstats --example extract_throughput >&2
 
@@ -60,22 +63,45 @@ run() {
 }
 
 echo
-echo "## Full runs: dataflows/unique-users.toml (1m, 1h, 1d, week, month, year; exact)"
-run exact-w1 dataflows/unique-users.toml 1
-run exact-w2 dataflows/unique-users.toml 2
+echo "## Full runs: dataflows/unique-users.toml (1m, 1h, 1d, week, month, year; exact), $ROUNDS rounds"
 if [[ " $BUILDS " == *" pgo "* ]]; then
   PGO_BIN=$(scripts/build-pgo.sh)
-  run exact-w1-pgo dataflows/unique-users.toml 1 "$PGO_BIN"
-  run exact-w2-pgo dataflows/unique-users.toml 2 "$PGO_BIN"
-  for w in 1 2; do
-    if cmp -s <(sort "$DIR/exact-w$w.jsonl") <(sort "$DIR/exact-w$w-pgo.jsonl"); then
-      echo "-w $w: the profile-guided build's rows equal the plain build's"
-    else
-      echo "-w $w: the profile-guided build's rows DIFFER from the plain build's" >&2
-      exit 1
-    fi
-  done
 fi
+full_runs=$(mktemp)
+trap 'rm -f "$full_runs"' EXIT
+for round in $(seq 1 "$ROUNDS"); do
+  {
+    run exact-w1 dataflows/unique-users.toml 1
+    run exact-w2 dataflows/unique-users.toml 2
+    if [[ " $BUILDS " == *" pgo "* ]]; then
+      run exact-w1-pgo dataflows/unique-users.toml 1 "$PGO_BIN"
+      run exact-w2-pgo dataflows/unique-users.toml 2 "$PGO_BIN"
+    fi
+  } | tee -a "$full_runs"
+  if [[ " $BUILDS " == *" pgo "* ]]; then
+    for w in 1 2; do
+      if ! cmp -s <(sort "$DIR/exact-w$w.jsonl") <(sort "$DIR/exact-w$w-pgo.jsonl"); then
+        echo "-w $w: the profile-guided build's rows DIFFER from the plain build's" >&2
+        exit 1
+      fi
+    done
+    echo "round $round: the profile-guided build's rows equal the plain build's at -w 1 and -w 2"
+  fi
+done
+# Per run name: the median and the best frames/s per worker (wall clock) over the rounds.
+awk '
+  { rate[$1, ++n[$1]] = $6 }
+  END {
+    for (name in n) {
+      m = n[name]
+      for (i = 1; i <= m; i++) sorted[i] = rate[name, i]
+      for (i = 2; i <= m; i++) for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
+        t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
+      }
+      median = (m % 2) ? sorted[(m + 1) / 2] : (sorted[m / 2] + sorted[m / 2 + 1]) / 2
+      printf "%-14s median %7.0f, best %7.0f frames/s per worker over %d rounds\n", name, median, sorted[m], m
+    }
+  }' "$full_runs" | sort
 
 echo
 echo "## Exact vs approximate (-w 1): peak RSS and observed error of the 1m windows"
