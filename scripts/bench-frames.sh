@@ -89,19 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 # Per run name: the median and the best frames/s per worker (wall clock) over the rounds.
-awk '
-  { rate[$1, ++n[$1]] = $6 }
-  END {
-    for (name in n) {
-      m = n[name]
-      for (i = 1; i <= m; i++) sorted[i] = rate[name, i]
-      for (i = 2; i <= m; i++) for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
-        t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
-      }
-      median = (m % 2) ? sorted[(m + 1) / 2] : (sorted[m / 2] + sorted[m / 2 + 1]) / 2
-      printf "%-14s median %7.0f, best %7.0f frames/s per worker over %d rounds\n", name, median, sorted[m], m
-    }
-  }' "$full_runs" | sort
+awk '{ print $1, $6 }' "$full_runs" | awk -v unit=" frames/s per worker" -f scripts/median-best.awk
 
 echo
 echo "## Exact vs approximate (-w 1): peak RSS and observed error of the 1m windows"

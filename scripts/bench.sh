@@ -54,17 +54,5 @@ for round in $(seq 1 "$rounds"); do
 done
 # Per build and worker count: the median and the best events/s, and of the speed-ups.
 echo
-awk '
-    { key = $2 " -w " $3; rate[key, ++n[key]] = $4; if ($3 == 2) { up = $2 " speed-up"; rate[up, ++n[up]] = $9 + 0 } }
-    END {
-        for (key in n) {
-            for (i = 1; i <= n[key]; i++) sorted[i] = rate[key, i]
-            for (i = 2; i <= n[key]; i++) for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
-                t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
-            }
-            m = n[key]
-            median = (m % 2) ? sorted[(m + 1) / 2] : (sorted[m / 2] + sorted[m / 2 + 1]) / 2
-            if (key ~ /speed-up/) printf "%-16s median %.2fx, best %.2fx over %d rounds\n", key, median, sorted[m], m
-            else printf "%-16s median %.0f events/s, best %.0f over %d rounds\n", key, median, sorted[m], m
-        }
-    }' "$summary" | sort
+awk '{ print $2 " -w " $3, $4 }' "$summary" | awk -v unit=" events/s" -f scripts/median-best.awk
+awk '$3 == 2 { print $2 " speed-up", $9 + 0 }' "$summary" | awk -v fmt=%.2fx -f scripts/median-best.awk
