@@ -26,8 +26,8 @@ for name in A B; do
         exit 2
     fi
 done
-# cpu_times: "steal total" jiffies over all CPUs so far.
-cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# shellcheck source=scripts/cpu-times.sh
+source "$(dirname "$0")/cpu-times.sh"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 results=()

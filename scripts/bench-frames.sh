@@ -36,9 +36,8 @@ head -n 200000 "$INPUT" > "$DIR/parse-sample.jsonl"
 target/release/examples/extract_throughput "$DIR/parse-sample.jsonl" | tee "$DIR/parse.txt"
 PARSE_NS=$(awk '/^scanner/ { for (i = 1; i <= NF; i++) if ($i == "ns/line") print $(i - 1) }' "$DIR/parse.txt")
 
-# cpu_times: "steal total" jiffies over all CPUs so far (this VM's slow phases are steal: time the
-# hypervisor gave to other guests).
-cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# shellcheck source=scripts/cpu-times.sh
+source scripts/cpu-times.sh
 
 # run NAME DATAFLOW WORKERS [BINARY]: runs the dataflow under /usr/bin/time -v and prints one
 # table row.
@@ -64,7 +63,9 @@ run() {
 
 echo
 echo "## Full runs: dataflows/unique-users.toml (1m, 1h, 1d, week, month, year; exact), $ROUNDS rounds"
+WITH_PGO=false
 if [[ " $BUILDS " == *" pgo "* ]]; then
+  WITH_PGO=true
   PGO_BIN=$(scripts/build-pgo.sh)
 fi
 full_runs=$(mktemp)
@@ -73,12 +74,12 @@ for round in $(seq 1 "$ROUNDS"); do
   {
     run exact-w1 dataflows/unique-users.toml 1
     run exact-w2 dataflows/unique-users.toml 2
-    if [[ " $BUILDS " == *" pgo "* ]]; then
+    if $WITH_PGO; then
       run exact-w1-pgo dataflows/unique-users.toml 1 "$PGO_BIN"
       run exact-w2-pgo dataflows/unique-users.toml 2 "$PGO_BIN"
     fi
   } | tee -a "$full_runs"
-  if [[ " $BUILDS " == *" pgo "* ]]; then
+  if $WITH_PGO; then
     for w in 1 2; do
       if ! cmp -s <(sort "$DIR/exact-w$w.jsonl") <(sort "$DIR/exact-w$w-pgo.jsonl"); then
         echo "-w $w: the profile-guided build's rows DIFFER from the plain build's" >&2

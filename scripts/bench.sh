@@ -26,8 +26,8 @@ if [[ " $builds " == *" pgo "* ]]; then
     binaries[pgo]=$(scripts/build-pgo.sh)
 fi
 bytes=$(stat -c %s "$input")
-# cpu_times: "steal total" jiffies over all CPUs so far.
-cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# shellcheck source=scripts/cpu-times.sh
+source scripts/cpu-times.sh
 summary=$(mktemp)
 trap 'rm -f "$summary"' EXIT
 printf '%-5s %-6s %-8s %14s %10s %10s %12s %10s %8s %7s\n' round build workers events/s MB/s wall_s cpu_s \
