@@ -13,7 +13,9 @@ use crate::operators::window::{window_aggregate, PaneCombiner};
 use crate::sinks::dead_letter::DeadLetters;
 use crate::sinks::{open_sink, LineWriter};
 use crate::sources::kafka::{CommitGate, KafkaInput};
-use crate::sources::{self, file, generator::LivePartition, sse, Partition};
+use crate::sources::{
+    self, file, generator::LivePartition, sse, Partition, SharedInput, SharedPartitions,
+};
 use crate::spec::Spec;
 use anyhow::{anyhow, Result};
 use std::sync::Arc;
@@ -78,6 +80,16 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
         worker: Default::default(),
     };
 
+    // A plain file's chunks of this process, claimed by its workers as each finishes one.
+    let shared = match (&options.kafka, options.input.as_deref()) {
+        (None, Some(path)) if !path.starts_with(sse::SCHEME) => {
+            match file::split(path, options.chunk_size, cluster.process, cluster.processes)? {
+                file::Split::Chunks(chunks) => Some(Arc::new(SharedPartitions::new(chunks))),
+                file::Split::Stream => None,
+            }
+        }
+        _ => None,
+    };
     let (worker_metrics, worker_output) = (Arc::clone(&metrics), Arc::clone(&output));
     let guards = timely::execute(config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -95,8 +107,13 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
         let (partitions, discovery) = match &options.kafka {
             Some(kafka) => sources::kafka::partitions(kafka, index, peers, Some(gate))
                 .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+            None if shared.is_some() => (Vec::new(), None),
             None => (partitions_for(&spec, &options, index, peers), None),
         };
+        let shared = shared.as_ref().map(|partitions| SharedInput {
+            partitions: Arc::clone(partitions),
+            workers: cluster.workers,
+        });
         let dead = DeadLetters::new(dead_letter.clone(), Arc::clone(&worker_metrics));
         let (spec, metrics, output) = (
             Arc::clone(&spec),
@@ -106,6 +123,7 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
         worker.dataflow::<u64, _, _>(move |scope| {
             let input = SourceInput {
                 partitions,
+                shared,
                 discovery,
                 dead,
                 metrics: Arc::clone(&metrics),
@@ -150,6 +168,7 @@ pub fn run(mut spec: Spec, options: RunOptions, cluster: Cluster) -> Result<()> 
 /// What a worker's source operator reads from and reports to.
 struct SourceInput {
     partitions: Vec<Box<dyn Partition>>,
+    shared: Option<SharedInput>,
     discovery: Option<Box<dyn sources::Discovery>>,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -174,6 +193,7 @@ impl SourceInput {
         sources::partitioned_source(
             scope,
             self.partitions,
+            self.shared,
             self.discovery,
             preparer,
             self.metrics,
@@ -233,8 +253,11 @@ fn partitions_for(
             )],
             _ => Vec::new(),
         },
-        Some(path) => file::partitions(path, options.chunk_size, index, peers)
-            .unwrap_or_else(|e| crate::fatal(&format!("{e:#}"))),
+        // A stream (stdin, gzip, a pipe): a plain file's chunks are shared (see `run`).
+        Some(path) => match index {
+            0 => vec![file::stream(path).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")))],
+            _ => Vec::new(),
+        },
         None => {
             let shape =
                 generate::shape_for(&spec.name).unwrap_or_else(|e| crate::fatal(&format!("{e:#}")));

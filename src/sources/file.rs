@@ -4,9 +4,9 @@
 //! belongs to the chunk in which its first byte lies. Chunk boundaries depend only on the file
 //! and `--chunk-size`, never on the worker count, and each chunk is one partition with its own
 //! event-time clock, so lateness (and thus the output) is the same for any number of workers or
-//! processes. Worker `w` of `peers` reads chunks `w, w + peers, w + 2*peers, …` in file order.
-//! Compressed files, stdin and named pipes cannot be split: they are one partition, read by
-//! worker 0. Plain files are read through a memory map (no copy out of the page cache); a file
+//! processes. Chunk `i` belongs to process `i % processes`, whose workers claim its chunks one at
+//! a time in file order (`sources::SharedPartitions`). Compressed files, stdin and named pipes
+//! cannot be split: they are one partition, read by worker 0. Plain files are read through a memory map (no copy out of the page cache); a file
 //! truncated while the job reads it ends the job with an error (exit status 2).
 //! Offsets in dead-letter records are byte offsets into the (uncompressed) input.
 
@@ -17,45 +17,34 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// Splits `path` into partitions and returns those owned by `worker` of `peers`.
-pub fn partitions(
-    path: &str,
-    chunk_size: u64,
-    worker: usize,
-    peers: usize,
-) -> Result<Vec<Box<dyn Partition>>> {
-    // Stdin, gzip and pipes are one partition, read in order by worker 0, and only worker 0
-    // opens them: a pipe that a second reader opened after the writer left would block it forever.
-    let one_stream = |name: &str, open: &dyn Fn() -> Result<Box<dyn Read + Send>>| {
-        Ok(if worker == 0 {
-            let stream = StreamPartition::new(name.to_string(), open()?);
-            vec![Box::new(stream) as Box<dyn Partition>]
-        } else {
-            Vec::new()
-        })
-    };
+/// How `--input` is read.
+pub enum Split {
+    /// A plain file: the chunks of this process, in file order, shared by its workers.
+    Chunks(Vec<Box<dyn Partition + Send>>),
+    /// Stdin, gzip or a named pipe: one stream, which only worker 0 opens (`stream`).
+    Stream,
+}
+
+/// Splits `path` into chunks and returns those of process `process` of `processes` (chunk `i`
+/// belongs to process `i % processes`), or says that it is a stream.
+pub fn split(path: &str, chunk_size: u64, process: usize, processes: usize) -> Result<Split> {
     if path == "-" {
-        return one_stream("stdin", &|| Ok(Box::new(io::stdin())));
+        return Ok(Split::Stream);
     }
-    let open = || File::open(path).with_context(|| format!("--input: cannot open {path}"));
     let metadata =
         std::fs::metadata(path).with_context(|| format!("--input: cannot open {path}"))?;
-    if path.ends_with(".gz") {
-        return one_stream(path, &|| {
-            Ok(Box::new(flate2::read::MultiGzDecoder::new(open()?)))
-        });
+    // Gzip, or a named pipe (`--input <(zcat …)`) or a device: readable once, in order.
+    if path.ends_with(".gz") || !metadata.is_file() {
+        return Ok(Split::Stream);
     }
-    if !metadata.is_file() {
-        // A named pipe (`--input <(zcat …)`) or a device: readable once, in order.
-        return one_stream(path, &|| Ok(Box::new(open()?)));
-    }
-    open()?; // unreadable files fail at start-up, not at their first chunk
+    // Unreadable files fail at start-up, not at their first chunk.
+    File::open(path).with_context(|| format!("--input: cannot open {path}"))?;
     let file_path = PathBuf::from(path);
     let size = metadata.len();
     let chunk_size = chunk_size.max(1);
     let chunks = size.div_ceil(chunk_size);
-    let mut owned: Vec<Box<dyn Partition>> = Vec::new();
-    for index in (worker as u64..chunks).step_by(peers) {
+    let mut owned: Vec<Box<dyn Partition + Send>> = Vec::new();
+    for index in (process as u64..chunks).step_by(processes.max(1)) {
         let start = index * chunk_size;
         let end = (start + chunk_size).min(size);
         owned.push(Box::new(FileChunk::new(
@@ -65,7 +54,23 @@ pub fn partitions(
             end,
         )));
     }
-    Ok(owned)
+    Ok(Split::Chunks(owned))
+}
+
+/// Opens a `Split::Stream` input (stdin, gzip or a pipe): one partition, readable once, in order.
+/// Only worker 0 calls it: a pipe that a second reader opened after the writer left would block
+/// that reader forever.
+pub fn stream(path: &str) -> Result<Box<dyn Partition>> {
+    let open = || File::open(path).with_context(|| format!("--input: cannot open {path}"));
+    let reader: Box<dyn Read + Send> = if path == "-" {
+        Box::new(io::stdin())
+    } else if path.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(open()?))
+    } else {
+        Box::new(open()?)
+    };
+    let name = if path == "-" { "stdin" } else { path };
+    Ok(Box::new(StreamPartition::new(name.to_string(), reader)))
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -380,8 +385,11 @@ mod tests {
 
     fn lines_of(path: &str, chunk_size: u64) -> Vec<(u64, String)> {
         let mut all = Vec::new();
-        for worker in 0..3 {
-            for mut p in partitions(path, chunk_size, worker, 3).unwrap() {
+        for process in 0..3 {
+            let Split::Chunks(chunks) = split(path, chunk_size, process, 3).unwrap() else {
+                panic!("a plain file is split into chunks");
+            };
+            for mut p in chunks {
                 while p
                     .read(7, &mut |o, l| {
                         all.push((o, String::from_utf8(l.to_vec()).unwrap()))

@@ -19,11 +19,17 @@
 //!   A partition that cannot reach its broker is never idle, so a broker outage holds the frontier.
 //! - After the records read from a partition were sent, `Partition::sent` tells it the partition's
 //!   watermark (the Kafka source uses this to commit offsets only after their windows were emitted).
-//! - A worker that reads its partitions one after another (file chunks) does not start the next
-//!   one while the global frontier (all workers' sources) is still below where its previous one
-//!   started, unless it holds that frontier itself: a worker that reads faster cannot run
-//!   unboundedly ahead of the slowest, whose windows would all wait in memory. The worker at the
-//!   frontier never waits, so this cannot stall the dataflow.
+//! - Shared partitions (a plain file's chunks, `SharedPartitions`) are claimed one at a time, in
+//!   order, by whichever worker of the process has finished its previous one, so a worker on a
+//!   faster CPU reads more chunks instead of waiting for a slower one. Every worker holds its
+//!   capability at or below the read-ahead watermark of every chunk not yet claimed (the minimum
+//!   over them never falls, as claims only remove chunks), so the claimer starts a chunk exactly
+//!   at that chunk's own watermark, whichever worker it is, and the output does not depend on who
+//!   read what.
+//! - A worker does not claim the process's chunk number `n` while the global frontier (all
+//!   workers' sources) is still below the start of chunk `n - workers`, unless it holds that
+//!   frontier itself: readers cannot run unboundedly ahead of the slowest, whose windows would all
+//!   wait in memory. The worker at the frontier never waits, so this cannot stall the dataflow.
 
 pub mod file;
 pub mod generator;
@@ -32,6 +38,7 @@ pub mod sse;
 
 use crate::metrics::Metrics;
 use crate::operators::prepare::{Combiner, PartitionState, Preparer};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::Probe;
@@ -88,6 +95,61 @@ pub trait Discovery {
     fn poll(&mut self) -> Vec<Box<dyn Partition>>;
 }
 
+/// Partitions the workers of one process share, each read by whichever worker claims it first;
+/// they are claimed in order (see the module contract).
+pub struct SharedPartitions {
+    queue: Mutex<Queue>,
+    /// Every partition's read-ahead reference, found once by the first worker that asks.
+    references: OnceLock<Vec<Option<u64>>>,
+}
+
+struct Queue {
+    /// `None` once claimed.
+    partitions: Vec<Option<Box<dyn Partition + Send>>>,
+    /// The position of the next partition to claim.
+    next: usize,
+}
+
+impl SharedPartitions {
+    pub fn new(partitions: Vec<Box<dyn Partition + Send>>) -> Self {
+        SharedPartitions {
+            queue: Mutex::new(Queue {
+                partitions: partitions.into_iter().map(Some).collect(),
+                next: 0,
+            }),
+            references: OnceLock::new(),
+        }
+    }
+
+    fn references<C: Combiner>(&self, preparer: &Preparer<C>) -> &[Option<u64>] {
+        self.references.get_or_init(|| {
+            let mut queue = self.queue.lock().expect("no worker panics holding it");
+            queue
+                .partitions
+                .iter_mut()
+                .map(|p| read_reference(&mut **p.as_mut().expect("none claimed yet"), preparer))
+                .collect()
+        })
+    }
+
+    /// The position of the next partition to claim (the number of those claimed so far).
+    fn next(&self) -> usize {
+        self.queue.lock().expect("no worker panics holding it").next
+    }
+
+    /// Claims the next partition if there is one and `allowed(its position)`.
+    fn claim(&self, allowed: impl FnOnce(usize) -> bool) -> Option<(usize, Box<dyn Partition>)> {
+        let mut queue = self.queue.lock().expect("no worker panics holding it");
+        let position = queue.next;
+        if position >= queue.partitions.len() || !allowed(position) {
+            return None;
+        }
+        queue.next += 1;
+        let partition = queue.partitions[position].take().expect("claimed once");
+        Some((position, partition))
+    }
+}
+
 /// How many leading event times of a partition its reference is the minimum of.
 const REFERENCE_RECORDS: usize = 8;
 /// How far a partition reads ahead to find them.
@@ -98,31 +160,113 @@ const BYTES_PER_ACTIVATION: usize = 4 << 20;
 struct Slot {
     partition: Box<dyn Partition>,
     state: PartitionState,
-    /// The watermark before the first record: the read-ahead reference minus the bound.
-    initial: u64,
-    started: bool,
     finished: bool,
 }
 
 impl Slot {
     fn new<C: Combiner>(mut partition: Box<dyn Partition>, preparer: &Preparer<C>) -> Self {
         let reference = read_reference(&mut *partition, preparer);
+        Slot::with_reference(partition, reference, preparer)
+    }
+
+    fn with_reference<C: Combiner>(
+        partition: Box<dyn Partition>,
+        reference: Option<u64>,
+        preparer: &Preparer<C>,
+    ) -> Self {
         let state = PartitionState::new(partition.name(), reference, preparer.spec());
         Slot {
             partition,
-            initial: state.clock.watermark(),
             state,
-            started: false,
             finished: false,
         }
     }
 }
 
-/// Builds the source operator over this worker's `partitions`; with `discovery` the input is
-/// live (see the module contract).
+/// What a worker knows of its process's `SharedPartitions`.
+pub struct SharedInput {
+    pub partitions: Arc<SharedPartitions>,
+    /// The workers of the process: a worker may claim partition `n` once the frontier has reached
+    /// the start of partition `n - workers` (see the module contract).
+    pub workers: usize,
+}
+
+/// A worker's view of the shared partitions, with their read-ahead watermarks.
+struct Claims {
+    input: SharedInput,
+    references: Vec<Option<u64>>,
+    /// The watermark of each partition before its first record.
+    initials: Vec<u64>,
+    /// `floors[n]`: the lowest of `initials[n..]`, where every worker holds its capability while
+    /// partition `n` is the next to claim.
+    floors: Vec<u64>,
+}
+
+impl Claims {
+    fn new<C: Combiner>(input: SharedInput, preparer: &Preparer<C>) -> Self {
+        let references = input.partitions.references(preparer).to_vec();
+        let initials: Vec<u64> = references
+            .iter()
+            .map(|&reference| {
+                PartitionState::new(String::new(), reference, preparer.spec())
+                    .clock
+                    .watermark()
+            })
+            .collect();
+        let mut floors = initials.clone();
+        for n in (1..floors.len()).rev() {
+            floors[n - 1] = floors[n - 1].min(floors[n]);
+        }
+        Claims {
+            input,
+            references,
+            initials,
+            floors,
+        }
+    }
+
+    /// The lowest watermark of the partitions nobody has claimed yet, if any remain.
+    fn unclaimed_floor(&self) -> Option<u64> {
+        self.floors.get(self.input.partitions.next()).copied()
+    }
+
+    /// Claims the next partition unless this worker must wait for the frontier: returns it, or
+    /// whether the worker was held back.
+    fn claim<C: Combiner>(
+        &self,
+        frontier: &ProbeHandle<u64>,
+        capability: u64,
+        preparer: &Preparer<C>,
+    ) -> Result<Option<Slot>, HeldBack> {
+        // IMPORTANT: only a worker ahead of the frontier waits (see the module contract).
+        let at_frontier = !frontier.less_than(&capability);
+        let mut held_back = false;
+        let claimed = self.input.partitions.claim(|position| {
+            let allowed = at_frontier
+                || position
+                    .checked_sub(self.input.workers)
+                    .is_none_or(|earlier| !frontier.less_than(&self.initials[earlier]));
+            held_back = !allowed;
+            allowed
+        });
+        if held_back {
+            return Err(HeldBack);
+        }
+        Ok(claimed.map(|(position, partition)| {
+            Slot::with_reference(partition, self.references[position], preparer)
+        }))
+    }
+}
+
+/// A worker waits for the frontier before claiming a partition.
+struct HeldBack;
+
+/// Builds the source operator over this worker's `partitions` and those it claims from `shared`;
+/// with `discovery` the input is live (see the module contract).
 pub fn partitioned_source<'scope, C: Combiner>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
+    shared: Option<SharedInput>,
     mut discovery: Option<Box<dyn Discovery>>,
     mut preparer: Preparer<C>,
     metrics: std::sync::Arc<Metrics>,
@@ -138,6 +282,7 @@ pub fn partitioned_source<'scope, C: Combiner>(
         for partition in partitions {
             slots.push(Slot::new(partition, &preparer));
         }
+        let claims = shared.map(|input| Claims::new(input, &preparer));
         let bound = preparer.spec().time.max_out_of_orderness_ms;
         let mut partials = Vec::new();
         let mut read_from = Vec::new();
@@ -155,27 +300,22 @@ pub fn partitioned_source<'scope, C: Combiner>(
             let mut any_idle = false;
             let mut held_back = false;
             read_from.clear();
-            // Partitions are read in order, so a file's chunks are read one after another like one
-            // stream; a live partition with nothing to read lets the next one have its turn.
-            for i in 0..slots.len() {
-                if slots[i].finished {
-                    continue;
+            // A worker claims a shared partition once it has read all it had.
+            if let Some(claims) = &claims {
+                if slots.is_empty() {
+                    match claims.claim(&frontier, floor, &preparer) {
+                        Ok(Some(slot)) => slots.push(slot),
+                        Ok(None) => {}
+                        Err(HeldBack) => held_back = true,
+                    }
                 }
+            }
+            // Partitions are read in order; a live partition with nothing to read lets the next
+            // one have its turn. (Finished ones were removed at the end of the last activation.)
+            for (i, slot) in slots.iter_mut().enumerate() {
                 if budget == 0 {
                     break;
                 }
-                // IMPORTANT: only a worker ahead of the frontier waits (see the module contract).
-                if !slots[i].started
-                    && i > 0
-                    && slots[i - 1].finished
-                    && frontier.less_than(&slots[i - 1].initial)
-                    && frontier.less_than(cap.time())
-                {
-                    held_back = true;
-                    break;
-                }
-                let slot = &mut slots[i];
-                slot.started = true;
                 // IMPORTANT: a partition that was idle or is new may trail the capability.
                 slot.state.clock.raise_watermark(floor);
                 let mut used = 0;
@@ -207,10 +347,15 @@ pub fn partitioned_source<'scope, C: Combiner>(
                 let slot = &mut slots[i];
                 slot.partition.sent(slot.state.clock.watermark());
             }
+            slots.retain(|s| !s.finished);
+            // IMPORTANT: at or below every unclaimed partition's start, so whoever claims one
+            // starts it at its own watermark (see the module contract).
+            let unclaimed = claims.as_ref().and_then(Claims::unclaimed_floor);
             let mut watermark = slots
                 .iter()
-                .filter(|s| !s.finished && !s.partition.idle())
+                .filter(|s| !s.partition.idle())
                 .map(|s| s.state.clock.watermark())
+                .chain(unclaimed)
                 .min();
             if watermark.is_none() && discovery.is_some() {
                 // Live and every partition idle (or none owned yet): follow the wall clock.
