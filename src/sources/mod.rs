@@ -402,3 +402,36 @@ fn read_reference<C: Combiner>(
     }
     times.into_iter().min()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(usize);
+
+    impl Partition for Named {
+        fn name(&self) -> String {
+            format!("p{}", self.0)
+        }
+        fn read(&mut self, _: usize, _: &mut dyn FnMut(u64, &[u8])) -> std::io::Result<ReadStatus> {
+            Ok(ReadStatus::End)
+        }
+    }
+
+    #[test]
+    fn shared_partitions_are_claimed_once_each_in_order_and_only_when_allowed() {
+        let shared = SharedPartitions::new((0..3).map(|i| Box::new(Named(i)) as _).collect());
+        let claim = |allowed: bool| {
+            shared
+                .claim(|_| allowed)
+                .map(|(position, p)| (position, p.name()))
+        };
+        assert_eq!(claim(true), Some((0, "p0".to_string())));
+        assert_eq!(claim(false), None, "held back");
+        assert_eq!(shared.next(), 1, "a refused claim takes nothing");
+        assert_eq!(claim(true), Some((1, "p1".to_string())));
+        assert_eq!(claim(true), Some((2, "p2".to_string())));
+        assert_eq!(claim(true), None, "all claimed");
+        assert_eq!(shared.next(), 3);
+    }
+}
