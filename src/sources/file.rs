@@ -6,8 +6,9 @@
 //! event-time clock, so lateness (and thus the output) is the same for any number of workers or
 //! processes. Chunk `i` belongs to process `i % processes`, whose workers claim its chunks one at
 //! a time in file order (`sources::SharedPartitions`). Compressed files, stdin and named pipes
-//! cannot be split: they are one partition, read by worker 0. Plain files are read through a memory map (no copy out of the page cache); a file
-//! truncated while the job reads it ends the job with an error (exit status 2).
+//! cannot be split: they are one partition, read by worker 0. Plain files are read through a
+//! memory map (no copy out of the page cache); a file truncated while the job reads it ends the
+//! job with an error (exit status 2).
 //! Offsets in dead-letter records are byte offsets into the (uncompressed) input.
 
 use super::{Partition, ReadStatus};

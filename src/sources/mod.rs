@@ -1,13 +1,15 @@
 //! Sources: partitions of input records and the timely source operator that reads them.
 //!
 //! Contract of the source operator (`partitioned_source`):
-//! - It holds one capability at the minimum watermark over its unfinished partitions, and sends
-//!   every pre-aggregated batch at that capability, before downgrading it. Records released as on
-//!   time have `ts >= watermark`, so no partial can land in a window the frontier has passed.
+//! - It holds one capability at the minimum watermark over its unfinished partitions and the
+//!   shared ones nobody has claimed yet (see below), and sends every pre-aggregated batch at that
+//!   capability, before downgrading it. Records released as on time have `ts >= watermark`, so
+//!   no partial can land in a window the frontier has passed.
 //! - A partition that has not started yet holds the watermark at its read-ahead reference (the
 //!   minimum of its first event times) minus the bound, so unread partitions do not pin the
 //!   frontier at zero and windows close while a large file is being read.
-//! - When every partition has ended, the capability is dropped: all windows close.
+//! - When every partition has ended and none is left to claim, the capability is dropped: once
+//!   every worker has dropped its own, all windows close.
 //! - It yields after a bounded amount of work, so downstream operators run during the read.
 //! - Live inputs (Kafka without `--until-end`): a partition that says it is `idle` (caught up and
 //!   quiet for the idle timeout) does not hold the watermark back; partitions may appear while the
