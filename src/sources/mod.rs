@@ -196,7 +196,6 @@ pub struct SharedInput {
 /// A worker's view of the shared partitions, with their read-ahead watermarks.
 struct Claims {
     input: SharedInput,
-    references: Vec<Option<u64>>,
     /// The watermark of each partition before its first record.
     initials: Vec<u64>,
     /// `floors[n]`: the lowest of `initials[n..]`, where every worker holds its capability while
@@ -206,8 +205,9 @@ struct Claims {
 
 impl Claims {
     fn new<C: Combiner>(input: SharedInput, preparer: &Preparer<C>) -> Self {
-        let references = input.partitions.references(preparer).to_vec();
-        let initials: Vec<u64> = references
+        let initials: Vec<u64> = input
+            .partitions
+            .references(preparer)
             .iter()
             .map(|&reference| {
                 PartitionState::new(String::new(), reference, preparer.spec())
@@ -221,7 +221,6 @@ impl Claims {
         }
         Claims {
             input,
-            references,
             initials,
             floors,
         }
@@ -255,7 +254,8 @@ impl Claims {
             return Err(HeldBack);
         }
         Ok(claimed.map(|(position, partition)| {
-            Slot::with_reference(partition, self.references[position], preparer)
+            let references = self.input.partitions.references(preparer);
+            Slot::with_reference(partition, references[position], preparer)
         }))
     }
 }
